@@ -1,0 +1,4 @@
+//! Sandbox fixtures against the real SoftHSM2 module and a real OpenBao server.
+
+mod openbao;
+mod softhsm;

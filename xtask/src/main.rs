@@ -266,12 +266,7 @@ fn cargo(env: Option<&Env>) -> Command {
 }
 
 fn test(env: &Env, extra: &[String]) -> Result {
-    // Tokens left by an interrupted earlier run would only accumulate.
-    let tokens = env.root.join("target/softhsm/tokens");
-    if tokens.exists() {
-        std::fs::remove_dir_all(&tokens)
-            .map_err(|e| format!("cleaning {}: {e}", tokens.display()))?;
-    }
+    remove_stale_tokens(&env.root.join("target/softhsm/tokens"));
     let nextest = runs(Path::new("cargo-nextest"), &["nextest", "--version"]);
     let selection: Vec<String> = if extra.is_empty() {
         vec!["--workspace".to_owned()]
@@ -308,16 +303,34 @@ fn test(env: &Env, extra: &[String]) -> Result {
     Ok(())
 }
 
+/// Tokens left behind by an interrupted earlier run would only accumulate. Tokens touched in
+/// the last half hour may belong to a test process running right now and are kept.
+fn remove_stale_tokens(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let cutoff = std::time::Duration::from_secs(30 * 60);
+    for entry in entries.filter_map(std::result::Result::ok) {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > cutoff);
+        if stale {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn examples(root: &Path) -> Result<Vec<String>> {
-    let dir = root.join("examples");
+    let dir = root.join("examples").join("examples");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .map_err(|e| format!("reading {}: {e}", dir.display()))?
         .filter_map(std::result::Result::ok)
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_suffix(".rs")
-                .filter(|stem| *stem != "lib")
-                .map(str::to_owned)
+            name.strip_suffix(".rs").map(str::to_owned)
         })
         .collect();
     names.sort();

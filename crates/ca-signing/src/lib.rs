@@ -6,3 +6,6 @@
 //! exactly what `openssl dgst -sha256 -verify` accepts.
 
 pub mod release;
+pub mod signer;
+
+pub use signer::{SignError, SignatureAlgorithm, Signer};

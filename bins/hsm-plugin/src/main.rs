@@ -1,6 +1,10 @@
 //! `hsm-plugin`: the PKCS#11 KMS plugin that runs beside istiod and on the operator's
 //! workstation. Flags and environment variables follow `k8s-kms-plugin` (`P11_LIB`,
-//! `P11_TOKEN`, ...).
+//! `P11_TOKEN`, `P11_SLOT`, `P11_PIN_FILE`, `SOCKET`; `ChrystokiConfigurationPath` is read by
+//! the Luna module itself).
+
+mod commands;
+mod serve;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -13,11 +17,20 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(
     version,
     about,
-    after_help = "Exit codes: 0 success, 1 failure, 2 usage, 4 HSM unavailable"
+    after_help = "Exit codes: 0 success, 1 failure, 2 usage, 4 HSM or plugin unavailable"
 )]
 struct Cli {
+    /// Log format on stderr (`RUST_LOG` sets the filter).
+    #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -34,9 +47,19 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Serve the KMS gRPC services on a Unix socket.
+    Serve(Box<serve::ServeArgs>),
+    /// Create a KEK in the HSM (prints `KEK ID: <id>`).
+    GenerateKek(commands::GenerateKekArgs),
+    /// Import the root CA certificate into the HSM as a trust anchor.
+    ImportCa(commands::ImportCaArgs),
+    /// Decrypt the CSR of Secret istio-ca-cert-csr (its `.data` as JSON).
+    DecryptCsr(commands::DecryptCsrArgs),
+    /// Verify a certificate chain against the anchors in the HSM.
+    VerifyCert(commands::VerifyCertArgs),
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
     Text,
     Json,
@@ -44,12 +67,27 @@ enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
             exit_code(&err)
         }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
     }
 }
 
@@ -60,6 +98,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             p11_token,
             output,
         } => token_info(&p11_lib, p11_token.as_deref(), output),
+        command => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                match command {
+                    Command::Serve(args) => serve::run(*args).await,
+                    Command::GenerateKek(args) => commands::generate_kek(args).await,
+                    Command::ImportCa(args) => commands::import_ca(args).await,
+                    Command::DecryptCsr(args) => commands::decrypt_csr(args).await,
+                    Command::VerifyCert(args) => commands::verify_cert(args).await,
+                    Command::TokenInfo { .. } => Ok(()),
+                }
+            })
+        }
     }
 }
 
@@ -111,6 +164,17 @@ fn token_info(lib: &std::path::Path, label: Option<&str>, output: Output) -> any
 
 fn exit_code(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<kms_grpc::Error>()
+            && (matches!(e, kms_grpc::Error::Connect { .. })
+                || e.code() == Some(kms_grpc::Code::Unavailable))
+        {
+            return ExitCode::from(4);
+        }
+        if let Some(e) = cause.downcast_ref::<hsm_core::Error>()
+            && e.kind() == hsm_core::ErrorKind::Unavailable
+        {
+            return ExitCode::from(4);
+        }
         if let Some(e) = cause.downcast_ref::<hsm_core::Error>() {
             if matches!(
                 e,

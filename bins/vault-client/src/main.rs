@@ -1,51 +1,25 @@
-//! `vault-client`: the sidecar that logs in to Vault with istiod's service-account token and
-//! fetches the HSM credentials. Today it checks a server's health.
+//! `vault-client`: the sidecar that logs in to Vault with istiod's service-account token,
+//! fetches the HSM credentials and keeps the HSM plugin's files current. `health` checks a
+//! server.
 
-use std::io::Write as _;
-use std::path::PathBuf;
+mod cli;
+
+use std::io::{IsTerminal as _, Write as _};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use clap::{Parser, Subcommand, ValueEnum};
-use vault_bootstrap::{Connection, VaultAddr};
+use anyhow::Context as _;
+use clap::Parser as _;
+use vault_bootstrap::agent::{Agent, Metrics};
+use vault_bootstrap::{Connection, HttpVault};
 
-/// Vault client sidecar for istiod.
-#[derive(Debug, Parser)]
-#[command(
-    version,
-    about,
-    after_help = "Exit codes: 0 success, 1 failure, 2 usage, 3 invalid configuration, 4 Vault unavailable"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use cli::{Cli, Command, ConnectionArgs, LogFormat, Output, RunArgs};
 
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Ask the server whether it is initialised and unsealed.
-    Health {
-        /// Vault or OpenBao address.
-        #[arg(long, env = "VAULT_ADDR")]
-        vault_addr: String,
-        /// CA certificate (PEM) to trust for the server, in addition to the system roots.
-        #[arg(long, env = "VAULT_CACERT")]
-        vault_cacert: Option<PathBuf>,
-        /// Output format.
-        #[arg(long, value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Output {
-    Text,
-    Json,
-}
-
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> ExitCode {
     vault_bootstrap::install_crypto_provider();
     let cli = Cli::parse();
+    init_tracing(cli.log_format);
     match run(cli).await {
         Ok(code) => code,
         Err(err) => {
@@ -55,79 +29,148 @@ async fn main() -> ExitCode {
     }
 }
 
+fn init_tracing(format: LogFormat) {
+    // vaultrs and rustify log every failed request at ERROR; the errors that matter are
+    // reported once by vault-client itself.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,vaultrs=off,rustify=off"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Health {
-            vault_addr,
-            vault_cacert,
-            output,
-        } => {
-            let mut conn = Connection::new(VaultAddr::parse(&vault_addr)?);
-            if let Some(path) = vault_cacert {
-                let pem = std::fs::read(&path).map_err(|e| {
-                    anyhow::Error::new(ConfigError(format!(
-                        "cannot read VAULT_CACERT {}: {e}",
-                        path.display()
-                    )))
-                })?;
-                conn = conn.with_ca_cert_pem(pem);
-            }
-            let health = conn.health().await?;
-            let mut out = std::io::stdout().lock();
-            match output {
-                Output::Json => writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({
-                        "addr": conn.addr().as_str(),
-                        "initialized": health.initialized,
-                        "sealed": health.sealed,
-                        "standby": health.standby,
-                        "version": health.version,
-                    })
-                )?,
-                Output::Text => writeln!(
-                    out,
-                    "{}: initialized={} sealed={} version={}",
-                    conn.addr(),
-                    health.initialized,
-                    health.sealed,
-                    health.version
-                )?,
-            }
-            // A sealed or uninitialised server cannot hand out credentials.
-            Ok(if health.initialized && !health.sealed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(4)
+        Command::Health { conn, output } => health(&conn, output).await,
+        Command::Run(args) => run_agent(*args).await,
+    }
+}
+
+fn connection(args: &ConnectionArgs) -> anyhow::Result<Connection> {
+    let addr = vault_bootstrap::VaultAddr::parse(&args.vault_addr)?;
+    let mut conn = Connection::new(addr)
+        .with_timeout(args.timeout.0)
+        .with_namespace(args.vault_namespace.clone())
+        .with_insecure_skip_verify(args.tls_skip_verify)
+        .with_retry(vault_bootstrap::RetryPolicy {
+            attempts: args.retries.max(1),
+            ..vault_bootstrap::RetryPolicy::default()
+        });
+    if let Some(path) = &args.vault_cacert {
+        conn = conn.with_ca_cert_file(path)?;
+    } else if let Some(dir) = &args.vault_capath {
+        conn = conn.with_ca_path(dir)?;
+    }
+    Ok(conn)
+}
+
+async fn health(args: &ConnectionArgs, output: Output) -> anyhow::Result<ExitCode> {
+    let conn = connection(args)?;
+    let health = conn.health().await?;
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Json => writeln!(
+            out,
+            "{}",
+            serde_json::json!({
+                "addr": conn.addr().as_str(),
+                "initialized": health.initialized,
+                "sealed": health.sealed,
+                "standby": health.standby,
+                "version": health.version,
             })
-        }
+        )?,
+        Output::Text => writeln!(
+            out,
+            "{}: initialized={} sealed={} version={}",
+            conn.addr(),
+            health.initialized,
+            health.sealed,
+            health.version
+        )?,
     }
+    // A sealed or uninitialised server cannot hand out credentials.
+    Ok(if health.initialized && !health.sealed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(4)
+    })
 }
 
-/// A configuration problem the operator must fix (exit code 3).
-#[derive(Debug)]
-struct ConfigError(String);
+async fn run_agent(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let conn = connection(&args.conn)?;
+    let config = args.agent_config()?;
+    let vault = Arc::new(HttpVault::new(conn, None)?);
+    let metrics = Arc::new(Metrics::default());
+    let mut agent = Agent::new(config, vault, Arc::clone(&metrics));
 
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+    if args.once {
+        let report = agent
+            .run_once()
+            .await
+            .context("fetching the HSM credentials")?;
+        tracing::info!(
+            written = report.written.len(),
+            unchanged = report.unchanged.len(),
+            "HSM credentials in place"
+        );
+        return Ok(ExitCode::SUCCESS);
     }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(listen) = &args.listen {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding the status listener on {listen}"))?;
+        tracing::info!(addr = %listen, "serving /readyz, /healthz and /metrics");
+        let mut rx = stop_rx.clone();
+        tokio::spawn(vault_bootstrap::agent::serve_status(
+            listener,
+            Arc::clone(&metrics),
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            },
+        ));
+    }
+    let mut rx = stop_rx;
+    let agent_task = tokio::spawn(agent.run(async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }));
+    let interrupted = wait_for_signal().await?;
+    let _ = stop_tx.send(true);
+    let _ = agent_task.await;
+    Ok(if interrupted {
+        ExitCode::from(130)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
-impl std::error::Error for ConfigError {}
+/// Waits for SIGTERM (normal pod shutdown, returns false) or SIGINT (returns true).
+async fn wait_for_signal() -> anyhow::Result<bool> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => Ok(false),
+        _ = int.recv() => Ok(true),
+    }
+}
 
 fn exit_code(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
-        if cause.is::<ConfigError>() {
-            return ExitCode::from(3);
-        }
         if let Some(e) = cause.downcast_ref::<vault_bootstrap::Error>() {
-            return match e {
-                vault_bootstrap::Error::InvalidAddr { .. }
-                | vault_bootstrap::Error::InvalidCaCert { .. } => ExitCode::from(3),
-                e if e.is_unavailable() => ExitCode::from(4),
-                _ => ExitCode::FAILURE,
+            return if e.is_unavailable() {
+                ExitCode::from(4)
+            } else if e.is_config() {
+                ExitCode::from(3)
+            } else {
+                ExitCode::FAILURE
             };
         }
     }

@@ -1,29 +1,81 @@
 //! PKCS#11 layer of mesh-hsm.
 //!
 //! This crate owns every call into the HSM: it loads a PKCS#11 module once per process, finds
-//! tokens by label (never by slot number, which HSMs renumber between restarts) and, as the
-//! crate grows, manages key-encryption keys, CA anchors and the KMS operations istiod needs.
-//! It does no networking and no X.509 building; those live in `kms-grpc` and `ca-signing`.
+//! tokens by label (never by slot number, which HSMs renumber between restarts), logs in once
+//! and keeps sessions alive across session loss ([`HsmToken`]). On top of that it provides
+//! what the ASM 1.8 HSM flow does inside the HSM, compatible byte for byte with the Thales
+//! `k8s-kms-plugin`:
 //!
-//! PKCS#11 calls block (a network HSM answers in milliseconds), so async callers must run them
-//! on a blocking thread (`tokio::task::spawn_blocking`), never on an async worker.
+//! - key-encryption keys ([`HsmToken::ensure_kek`]) and CA anchors
+//!   ([`HsmToken::import_ca_cert`]), read from the token on every use;
+//! - the compact JWE envelope and DEK-as-JWK ([`jwe`], [`HsmToken::wrap_dek`]);
+//! - the Istio KMS operations ([`IstioKms`], served by [`HsmIstioKms`]);
+//! - the Kubernetes KMS v2 and v1beta1 operations ([`KubeKms`], served by [`HsmKubeKms`]);
+//! - hsm-key mode: CA key pairs generated and used inside the HSM ([`HsmKey`]).
+//!
+//! It does no networking; `kms-grpc` puts the ports on a socket. PKCS#11 calls block (a
+//! network HSM answers in milliseconds): the async ports run them on tokio's blocking pool,
+//! and synchronous callers call [`HsmToken`] methods from a thread that may block.
 //!
 //! ```no_run
-//! use hsm_core::{Module, TokenLabel};
+//! use hsm_core::{HsmToken, KekId, Mode, Module, TokenLabel, TokenOptions};
+//! use secrecy::SecretString;
 //!
 //! # fn main() -> hsm_core::Result<()> {
 //! let module = Module::load("/usr/lib/softhsm/libsofthsm2.so")?;
 //! let label = TokenLabel::new("asm-ca")?;
-//! let token = module.find_token(&label)?;
-//! println!("token {} has serial {}", token.label, token.serial);
+//! let pin = hsm_core::pin::pin_from_file("/run/pin".as_ref(), Default::default())?;
+//! let token = HsmToken::open(&module, &label, pin, TokenOptions::default())?;
+//! let kek = KekId::new("asm-kek")?;
+//! println!("KEK {kek}: {}", token.ensure_kek(&kek, Mode::Apply)?);
 //! # Ok(())
 //! # }
 //! ```
 
-mod error;
-mod module;
-mod token;
+#![allow(
+    clippy::doc_markdown,
+    reason = "RPC names (GenerateDEK, VerifyCertChain) and Go identifiers read wrong in backticks"
+)]
 
-pub use error::{Error, Result};
+mod anchor;
+mod der;
+mod envelope;
+mod error;
+mod hsm_key;
+mod ids;
+mod istio;
+mod kek;
+mod kube;
+mod module;
+mod ports;
+mod session;
+mod skey;
+mod token;
+mod verify;
+
+pub mod jwe;
+pub mod pin;
+
+pub use anchor::{AnchorInfo, ImportPolicy, go_dn_string};
+pub use envelope::{Iv, IvLength, KeyRef, Opened};
+pub use error::{Error, ErrorKind, Result};
+pub use hsm_key::{HsmKey, KeyAlgorithm};
+pub use ids::{CaId, KekId, KeyPairId, MAX_ID_LEN, Mode, ObjectLabel, Outcome};
+pub use istio::{
+    AuthenticatedDecryptRequest, AuthenticatedEncryptRequest, GenerateDekRequest,
+    GenerateSKeyRequest, HsmIstioKms, ImportCaCertRequest, IstioConfig, LoadSKeyRequest,
+    VerifyCertChainRequest,
+};
+pub use kek::KekInfo;
+pub use kube::{
+    HsmKubeKms, KubeDecryptRequest, KubeEncryptRequest, KubeEncryptResponse, KubeKey,
+    KubeKmsConfig, KubeStatus, V1Version,
+};
 pub use module::{DEFAULT_SOFTHSM_MODULE, Module};
+pub use ports::{HsmAdmin, HsmAdminService, IstioKms, KubeKms};
+#[cfg(any(test, feature = "mock"))]
+pub use ports::{MockHsmAdmin, MockIstioKms, MockKubeKms};
+pub use session::{Health, HsmToken, TokenOptions};
+pub use skey::{SKeySpec, SecretPem};
 pub use token::{TokenInfo, TokenLabel};
+pub use verify::{ChainProblem, VerifiedChain, VerifyPolicy};

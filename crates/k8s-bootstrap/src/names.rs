@@ -16,6 +16,35 @@ pub const VAULT_TLS_CONFIGMAP: &str = "vault-tls-cert";
 pub const CA_CSR_SECRET: &str = "istio-ca-cert-csr";
 /// Secret holding the signed istiod CA chain (step 10).
 pub const CA_CERT_SECRET: &str = "istio-ca-cert";
+/// Key of [`CA_CERT_SECRET`] holding the chain, istiod CA first, root last (step 10).
+pub const CERT_CHAIN_KEY: &str = "cert-chain.pem";
+/// Data fields of [`CA_CSR_SECRET`], in the order istiod writes them (step 10).
+pub const CA_CSR_FIELDS: [&str; 4] = ["kek-id", "encrypted-dek", "csr-id", "encrypted-csr"];
+/// Key of [`VAULT_TLS_CONFIGMAP`] holding the Vault CA certificate (step 7).
+pub const VAULT_TLS_CONFIGMAP_KEY: &str = "cert";
+/// Service account Vault's reviewer token belongs to, in [`VAULT_NAMESPACE`] (step 4).
+pub const VAULT_SERVICE_ACCOUNT: &str = "default";
+/// Default name of the legacy `kubernetes.io/service-account-token` Secret, when one is asked
+/// for instead of a TokenRequest (step 4).
+pub const LEGACY_TOKEN_SECRET: &str = "vault-tokenreview-token";
+/// Field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "meshca";
+/// The guide's control-plane revision (steps 8, 9, 12).
+pub const DEFAULT_REVISION: &str = "asm-183-2";
+/// The revisioned istiod Service of the validation webhook (step 8).
+pub const ISTIOD_SERVICE: &str = "istiod";
+/// Label carrying the control-plane revision (steps 8, 12).
+pub const REVISION_LABEL: &str = "istio.io/rev";
+/// The old injection label that must not sit beside [`REVISION_LABEL`] (step 12).
+pub const INJECTION_LABEL: &str = "istio-injection";
+/// Pod-template annotation `kubectl rollout restart` sets (step 12).
+pub const RESTARTED_AT_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
+/// The ingress gateway Service (step 13).
+pub const INGRESS_GATEWAY_SERVICE: &str = "istio-ingressgateway";
+/// `MetalLB`'s annotation for a requested load-balancer address (step 13).
+pub const METALLB_IPS_ANNOTATION: &str = "metallb.io/loadBalancerIPs";
+/// kube-vip's annotation for a requested load-balancer address (step 13).
+pub const KUBE_VIP_IPS_ANNOTATION: &str = "kube-vip.io/loadbalancerIPs";
 
 /// The per-cluster suffix of the guide (`c1`): a lowercase DNS label of at most 40 characters,
 /// because it is embedded in Vault paths and Kubernetes names.

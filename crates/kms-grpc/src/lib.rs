@@ -1,10 +1,65 @@
 //! gRPC KMS services of mesh-hsm, served on a Unix socket.
 //!
-//! The services (Istio KMS v1 wire-compatible with `thalescpl.io.ekms.istio.v1`, Kubernetes KMS
-//! v2 and v1beta1, and our signing API) sit on top of `hsm-core`; this crate adds transport,
-//! access control and error mapping and never touches PKCS#11 directly.
+//! The services sit on top of `hsm-core`'s ports and never touch PKCS#11 directly; this crate
+//! adds the wire format, transport, access control, error mapping and operations:
 //!
-//! Today it provides the socket lifecycle: [`socket::prepare`] makes a path ready to bind
-//! (removing a stale socket, refusing to delete anything that is not a socket).
+//! - [`proto`]: our own protos, wire-compatible with the Thales plugin
+//!   (`thalescpl.io.ekms.istio.v1.KeyManagementService`, `v1beta1.KeyManagementService`),
+//!   Kubernetes KMS `v2.KeyManagementService`, `grpc.health.v1.Health`, and our
+//!   `meshhsm.signing.v1.SigningService` for hsm-key mode;
+//! - [`server`]: [`KmsServer`] binds the socket (stale socket removed, mode 0660, group),
+//!   checks every call against the peer-credential allowlist and the policy [`Profile`],
+//!   maps every error to a gRPC code with a message naming the input, and shuts down within
+//!   a bounded grace period, removing the socket;
+//! - [`ops`]: `/metrics`, `/healthz` and `/readyz` on a local HTTP port;
+//! - [`client`]: [`KmsClient`], a typed client over the socket;
+//! - [`csr_bundle`]: the `encrypted_csr.json` document of `decrypt-csr`.
+//!
+//! A server that could not open its token (a rejected PIN) still starts: it reports not-ready
+//! with the reason and answers every call with that reason, and nothing is retried.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use kms_grpc::{Backend, Backends, KmsServer, ServerConfig};
+//!
+//! # async fn run(token: Arc<hsm_core::HsmToken>) -> kms_grpc::Result<()> {
+//! let backends = Backends {
+//!     istio: Arc::new(hsm_core::HsmIstioKms::new(Arc::clone(&token), Default::default())),
+//!     admin: Arc::new(hsm_core::HsmAdminService::new(token)),
+//!     kube: None,
+//! };
+//! let server = KmsServer::new(ServerConfig::new("/tmp/run/hsm-plugin-server.sock"), Backend::Ready(backends));
+//! server.bind()?.serve(async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
 
+#![allow(
+    clippy::doc_markdown,
+    reason = "RPC names (GenerateDEK, VerifyCertChain) read wrong in backticks"
+)]
+
+pub mod client;
+pub mod csr_bundle;
+mod error;
+mod health_svc;
+mod istio_svc;
+mod kube_svc;
+pub mod metrics;
+pub mod ops;
+pub mod policy;
+pub mod proto;
+pub mod server;
+mod signing_svc;
 pub mod socket;
+
+pub use client::KmsClient;
+pub use error::{Error, Result, code_for, hsm_status};
+pub use policy::{PeerAllowlist, PeerCred, Profile, Rpc};
+pub use server::{
+    Backend, Backends, BoundServer, CaKeyMode, KmsServer, PluginState, Readiness, ServerConfig,
+};
+/// gRPC status codes, as [`Error::code`] reports them.
+pub use tonic::Code;
+
+#[cfg(test)]
+mod tests;

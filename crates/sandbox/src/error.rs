@@ -60,6 +60,14 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The emulated Kubernetes API server could not do what a fixture asked.
+    #[error("emulated Kubernetes API server: {operation} failed: {detail}")]
+    KubeEmulator {
+        /// What was being done.
+        operation: &'static str,
+        /// What went wrong (the API server's answer, when there is one).
+        detail: String,
+    },
 }
 
 impl Error {

@@ -19,6 +19,7 @@
 //! ```
 
 mod error;
+pub mod kube;
 mod openbao;
 mod secret_file;
 mod softhsm;

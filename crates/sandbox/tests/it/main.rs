@@ -1,4 +1,7 @@
 //! Sandbox fixtures against the real SoftHSM2 module and a real OpenBao server.
 
+mod kube_client;
+mod kube_kubectl;
+mod kube_openbao;
 mod openbao;
 mod softhsm;

@@ -1,0 +1,275 @@
+//! `serve`: opens the token and serves the KMS services on the socket, with the operations
+//! port beside it. A rejected PIN keeps the process up, not ready, and never retried.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use hsm_core::{
+    CaId, HsmAdminService, HsmIstioKms, HsmKubeKms, HsmToken, IstioConfig, KekId, KeyPairId,
+    KeyRef, KubeKmsConfig, Module, TokenLabel, TokenOptions,
+};
+use kms_grpc::{Backend, Backends, CaKeyMode, KmsServer, PeerAllowlist, Profile, ServerConfig};
+
+/// Token selection and PIN, shared by `serve` and the `--in-process` client commands.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TokenArgs {
+    /// PKCS#11 module (`ChrystokiConfigurationPath` in the environment reaches the Luna module).
+    #[arg(long, env = "P11_LIB", default_value = hsm_core::DEFAULT_SOFTHSM_MODULE)]
+    pub(crate) p11_lib: PathBuf,
+    /// Token (partition) label.
+    #[arg(long, env = "P11_TOKEN")]
+    pub(crate) p11_token: Option<String>,
+    /// Slot number, used only when no token label is given (labels are stable, slots are not).
+    #[arg(long, env = "P11_SLOT")]
+    pub(crate) p11_slot: Option<u64>,
+    /// File holding the user PIN (trailing whitespace trimmed; must be mode 0600).
+    #[arg(long, env = "P11_PIN_FILE")]
+    pub(crate) p11_pin_file: Option<PathBuf>,
+    /// Accept a PIN file readable by group or others (a Kubernetes secret volume).
+    #[arg(long)]
+    pub(crate) allow_shared_pin_file: bool,
+}
+
+impl TokenArgs {
+    /// The module and the token label (from `P11_TOKEN`, else from `P11_SLOT`).
+    pub(crate) fn locate(&self) -> anyhow::Result<(Module, TokenLabel)> {
+        let module = Module::load(&self.p11_lib)?;
+        let label = match (&self.p11_token, self.p11_slot) {
+            (Some(label), _) => TokenLabel::new(label.clone())?,
+            (None, Some(slot)) => {
+                let token = module
+                    .tokens()?
+                    .into_iter()
+                    .find(|t| t.slot.id() == slot)
+                    .with_context(|| {
+                        format!(
+                            "no initialised token in slot {slot} of {}",
+                            self.p11_lib.display()
+                        )
+                    })?;
+                TokenLabel::new(token.label)?
+            }
+            (None, None) => {
+                anyhow::bail!("name the token: set P11_TOKEN (or --p11-token), or P11_SLOT")
+            }
+        };
+        Ok((module, label))
+    }
+
+    /// Reads the PIN file.
+    pub(crate) fn pin(&self) -> anyhow::Result<secrecy::SecretString> {
+        let path = self
+            .p11_pin_file
+            .as_ref()
+            .context("set P11_PIN_FILE (or --p11-pin-file) to the file holding the user PIN")?;
+        let access = if self.allow_shared_pin_file {
+            hsm_core::pin::FileAccess::AllowShared
+        } else {
+            hsm_core::pin::FileAccess::OwnerOnly
+        };
+        Ok(hsm_core::pin::pin_from_file(path, access)?)
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum ProfileArg {
+    Sidecar,
+    Admin,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum CaKeyModeArg {
+    Compat,
+    HsmKey,
+}
+
+/// Flags of `serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Unix socket to listen on.
+    #[arg(long, env = "SOCKET", default_value = ServerConfig::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    #[command(flatten)]
+    token: TokenArgs,
+    /// Policy profile: sidecar (no GenerateKEK/ImportCACert) or admin (everything).
+    #[arg(long, env = "HSM_PLUGIN_PROFILE", value_enum, default_value_t = ProfileArg::Sidecar)]
+    profile: ProfileArg,
+    /// Uids allowed to call (comma separated). Default: root, this process's uid, gid 1337.
+    #[arg(long, env = "HSM_PLUGIN_ALLOW_UIDS", value_delimiter = ',')]
+    allow_uid: Vec<u32>,
+    /// Gids allowed to call (comma separated).
+    #[arg(long, env = "HSM_PLUGIN_ALLOW_GIDS", value_delimiter = ',')]
+    allow_gid: Vec<u32>,
+    /// Let any peer call (the socket's mode and group are then the only guard).
+    #[arg(long, conflicts_with_all = ["allow_uid", "allow_gid"])]
+    allow_any_peer: bool,
+    /// Group of the socket (istiod's gid is 1337).
+    #[arg(long, env = "HSM_PLUGIN_SOCKET_GROUP")]
+    socket_group: Option<u32>,
+    /// Mode of the socket, octal.
+    #[arg(long, default_value = "660", value_parser = parse_mode)]
+    socket_mode: u32,
+    /// Address of /metrics, /healthz and /readyz; `off` disables them.
+    #[arg(
+        long,
+        env = "HSM_PLUGIN_METRICS_ADDR",
+        default_value = "127.0.0.1:9464"
+    )]
+    metrics_addr: String,
+    /// KEK id of the Kubernetes KMS v2 key (enables KMS v2 and v1beta1).
+    #[arg(long, env = "KMS_KEY_ID")]
+    kms_key_id: Option<String>,
+    /// Version marker of the KMS v2 key id (`<kek-id>:<version>`).
+    #[arg(long, env = "KMS_KEY_VERSION", default_value = "v1")]
+    kms_key_version: String,
+    /// Where the istiod CA key lives: compat (`LoadSKey` served) or hsm-key (refused).
+    #[arg(long, env = "HSM_PLUGIN_CA_KEY_MODE", value_enum, default_value_t = CaKeyModeArg::Compat)]
+    ca_key_mode: CaKeyModeArg,
+    /// Key pair ids the signing service may use (the first is the default).
+    #[arg(long, env = "HSM_PLUGIN_SIGNING_KEY_IDS", value_delimiter = ',')]
+    signing_key_id: Vec<String>,
+    /// CA anchor ids `VerifyCertChain` trusts; the first is `ImportCACert`'s default.
+    #[arg(long = "ca-id", env = "CA_ID", value_delimiter = ',', default_value = CaId::DEFAULT)]
+    ca_ids: Vec<String>,
+    /// Largest gRPC message, bytes.
+    #[arg(long, default_value_t = ServerConfig::DEFAULT_MAX_MESSAGE_BYTES)]
+    max_message_bytes: usize,
+}
+
+fn parse_mode(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| format!("{s:?} is not an octal file mode such as 660"))
+}
+
+fn own_ids() -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt as _;
+    // The process's uid owns /proc/self.
+    std::fs::metadata("/proc/self").map_or((0, 0), |m| (m.uid(), m.gid()))
+}
+
+fn peers(args: &ServeArgs) -> PeerAllowlist {
+    if args.allow_any_peer {
+        PeerAllowlist::any()
+    } else if args.allow_uid.is_empty() && args.allow_gid.is_empty() {
+        let (uid, gid) = own_ids();
+        PeerAllowlist::new([0, uid], [gid, 1337])
+    } else {
+        PeerAllowlist::new(
+            args.allow_uid.iter().copied(),
+            args.allow_gid.iter().copied(),
+        )
+    }
+}
+
+fn backend(args: &ServeArgs, istio_config: IstioConfig) -> anyhow::Result<Backend> {
+    let (module, label) = args.token.locate()?;
+    let pin = args.token.pin()?;
+    let token = match HsmToken::open(&module, &label, pin, TokenOptions::default()) {
+        Ok(token) => Arc::new(token),
+        Err(err) if err.is_pin_rejected() => {
+            let reason = format!(
+                "{err}; not retrying (the HSM locks the partition after repeated failures): fix the PIN file and restart the plugin"
+            );
+            tracing::error!(%reason, "serving as not ready");
+            return Ok(Backend::Unavailable {
+                reason,
+                code: kms_grpc::Code::Unauthenticated,
+            });
+        }
+        Err(err) => return Err(err.into()),
+    };
+    let kube = match &args.kms_key_id {
+        Some(id) => {
+            let mut config = KubeKmsConfig::new(KeyRef::kek(KekId::new(id.as_bytes().to_vec())?));
+            config.current.version.clone_from(&args.kms_key_version);
+            Some(Arc::new(HsmKubeKms::new(Arc::clone(&token), config)) as Arc<dyn hsm_core::KubeKms>)
+        }
+        None => None,
+    };
+    Ok(Backend::Ready(Backends {
+        istio: Arc::new(HsmIstioKms::new(Arc::clone(&token), istio_config)),
+        admin: Arc::new(HsmAdminService::new(token)),
+        kube,
+    }))
+}
+
+/// SIGTERM or SIGINT, whichever comes first.
+async fn termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the plugin with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let ca_ids = args
+        .ca_ids
+        .iter()
+        .map(|id| CaId::new(id.as_bytes().to_vec()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let istio_config = IstioConfig {
+        default_ca_id: ca_ids.first().cloned().unwrap_or_default(),
+        trusted_ca_ids: ca_ids,
+        ..IstioConfig::default()
+    };
+    let backend = backend(&args, istio_config)?;
+    let mut config = ServerConfig::new(&args.socket);
+    config.socket_mode = args.socket_mode;
+    config.socket_gid = args.socket_group;
+    config.peers = peers(&args);
+    config.profile = match args.profile {
+        ProfileArg::Sidecar => Profile::Sidecar,
+        ProfileArg::Admin => Profile::Admin,
+    };
+    config.ca_key_mode = match args.ca_key_mode {
+        CaKeyModeArg::Compat => CaKeyMode::Compat,
+        CaKeyModeArg::HsmKey => CaKeyMode::HsmKey,
+    };
+    config.max_message_bytes = args.max_message_bytes;
+    config.signing_keys = args
+        .signing_key_id
+        .iter()
+        .map(|id| KeyPairId::new(id.as_bytes().to_vec()))
+        .collect::<Result<_, _>>()?;
+    let bound = KmsServer::new(config, backend).bind()?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let ops = if args.metrics_addr == "off" {
+        None
+    } else {
+        let addr: SocketAddr = args.metrics_addr.parse().with_context(|| {
+            format!(
+                "--metrics-addr {:?} is not host:port or off",
+                args.metrics_addr
+            )
+        })?;
+        let ops = kms_grpc::ops::OpsServer::bind(addr, bound.state()).await?;
+        tracing::info!(addr = %ops.local_addr()?, "serving /metrics, /healthz and /readyz");
+        Some(tokio::spawn(ops.serve(stopped(stop_rx.clone()))))
+    };
+    let server = tokio::spawn(bound.serve(stopped(stop_rx)));
+    termination().await;
+    let _ = stop_tx.send(true);
+    let result = server.await.context("the server task ended abnormally")?;
+    if let Some(ops) = ops {
+        let _ = ops.await;
+    }
+    result?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,586 @@
+//! Every operation against the sandbox's emulated API server (real HTTPS, kube client, RBAC,
+//! server-side apply and dry run): run twice (the second run is `Unchanged` and writes
+//! nothing), dry run first (nothing stored), and the error mapping.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers outside #[test] fns"
+)]
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use k8s_bootstrap::ingress::{AddressType, IntegratedLb, LbAnnotation};
+use k8s_bootstrap::vault_auth::{ClusterEndpoint, Output, ReviewerToken, VaultAuthSpec};
+use k8s_bootstrap::wait::WaitOptions;
+use k8s_bootstrap::{
+    CertificatePem, ClusterSuffix, Error, KubeClient, Mode, Outcome, Report, RetryPolicy, Verb,
+    ca_secrets, control_plane, ingress, injection, vault_auth,
+};
+use kube::config::Kubeconfig;
+use sandbox::kube::ApiServer;
+use secrecy::ExposeSecret as _;
+use serde_json::{Value, json};
+
+struct Env {
+    server: ApiServer,
+    kube: KubeClient,
+    kubeconfig: Kubeconfig,
+}
+
+async fn env() -> Env {
+    sandbox::init_crypto();
+    let server = ApiServer::start().unwrap();
+    let yaml = server.kubeconfig_yaml(server.admin_token());
+    let kubeconfig = Kubeconfig::from_yaml(yaml.expose_secret()).unwrap();
+    let kube = KubeClient::from_kubeconfig(kubeconfig.clone(), None)
+        .await
+        .unwrap();
+    Env {
+        server,
+        kube,
+        kubeconfig,
+    }
+}
+
+impl Env {
+    fn get(&self, resource: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+        self.server.cluster().get(resource, namespace, name)
+    }
+
+    /// Requests that could have changed something since the last call.
+    fn writes(&self) -> Vec<String> {
+        let writes = self
+            .server
+            .cluster()
+            .requests()
+            .into_iter()
+            .filter(|r| !matches!(r.method.as_str(), "GET" | "HEAD"))
+            .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
+            .collect();
+        self.server.cluster().clear_requests();
+        writes
+    }
+}
+
+fn actions(report: &Report) -> Vec<Outcome> {
+    report.changes.iter().map(|c| c.action).collect()
+}
+
+fn ca(cn: &str) -> CertificatePem {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![cn.to_owned()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    CertificatePem::parse(params.self_signed(&key).unwrap().pem(), cn).unwrap()
+}
+
+fn quick_wait() -> WaitOptions {
+    WaitOptions {
+        timeout: Duration::from_secs(20),
+        interval: Duration::from_millis(100),
+    }
+}
+
+#[tokio::test]
+async fn step4_dry_run_stores_nothing_then_runs_twice() {
+    let env = env().await;
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = ClusterEndpoint::from_kubeconfig(&env.kubeconfig, None).unwrap();
+    assert_eq!(endpoint.addr, env.server.url());
+    assert_eq!(
+        endpoint.ca,
+        CertificatePem::parse(env.server.ca_pem(), "ca").unwrap()
+    );
+    let spec = VaultAuthSpec {
+        wait: quick_wait(),
+        ..VaultAuthSpec::files(ClusterSuffix::new("c1").unwrap(), dir.path())
+    };
+    env.writes();
+
+    let dry = vault_auth::prepare_vault_auth(&env.kube, &spec, &endpoint, Mode::DryRun)
+        .await
+        .unwrap();
+    assert!(
+        dry.report
+            .changes
+            .iter()
+            .all(|c| c.action == Outcome::WouldCreate),
+        "{}",
+        dry.report
+    );
+    assert!(env.get("namespaces", None, "vault").is_none());
+    assert!(
+        env.get("clusterrolebindings", None, "role-tokenreview-binding")
+            .is_none()
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    let dry_writes = env.writes();
+    assert!(!dry_writes.is_empty());
+    assert!(
+        dry_writes.iter().all(|w| w.contains("dryRun=All")),
+        "{dry_writes:?}"
+    );
+
+    let first = vault_auth::prepare_vault_auth(&env.kube, &spec, &endpoint, Mode::Apply)
+        .await
+        .unwrap();
+    assert!(
+        first
+            .report
+            .changes
+            .iter()
+            .all(|c| c.action == Outcome::Created),
+        "{}",
+        first.report
+    );
+    let crb = env
+        .get("clusterrolebindings", None, "role-tokenreview-binding")
+        .unwrap();
+    assert_eq!(crb["roleRef"]["name"], "system:auth-delegator");
+    assert_eq!(crb["subjects"][0]["namespace"], "vault");
+    let managers: Vec<&str> = crb["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert!(managers.contains(&"meshca"), "{managers:?}");
+
+    let jwt = std::fs::read_to_string(dir.path().join("c1-tokenreview_jwt")).unwrap();
+    let payload = jwt.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], "system:serviceaccount:vault:default");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("c1-k8s_addr")).unwrap(),
+        env.server.url()
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("c1-k8s_cert")).unwrap(),
+        endpoint.ca.as_str()
+    );
+    env.writes();
+
+    let second = vault_auth::prepare_vault_auth(&env.kube, &spec, &endpoint, Mode::Apply)
+        .await
+        .unwrap();
+    assert!(second.report.is_unchanged(), "{}", second.report);
+    assert_eq!(
+        env.writes(),
+        Vec::<String>::new(),
+        "a second run sends no write and issues no token"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("c1-tokenreview_jwt")).unwrap(),
+        jwt
+    );
+}
+
+#[tokio::test]
+async fn step4_returns_a_token_the_api_server_accepts_or_uses_a_legacy_secret() {
+    let env = env().await;
+    let endpoint = ClusterEndpoint::from_kubeconfig(&env.kubeconfig, None).unwrap();
+    let spec = VaultAuthSpec {
+        output: Output::Return,
+        wait: quick_wait(),
+        ..VaultAuthSpec::files(ClusterSuffix::new("c1").unwrap(), ".")
+    };
+    let out = vault_auth::prepare_vault_auth(&env.kube, &spec, &endpoint, Mode::Apply)
+        .await
+        .unwrap();
+    let material = out.material.unwrap();
+    assert_eq!(material.kubernetes_host, env.server.url());
+
+    // The reviewer token authenticates against the API server as vault/default.
+    let yaml = env.server.kubeconfig_yaml(&material.token_reviewer_jwt);
+    let as_vault =
+        KubeClient::from_kubeconfig(Kubeconfig::from_yaml(yaml.expose_secret()).unwrap(), None)
+            .await
+            .unwrap()
+            .with_retry(RetryPolicy::none());
+    let err = k8s_bootstrap::Kube::get(
+        &as_vault,
+        &k8s_bootstrap::ObjectRef::namespaced(k8s_bootstrap::Kind::Secret, "istio-system", "x"),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, Error::Forbidden { .. }),
+        "the token authenticates (no 401) as vault/default, which may not read secrets: {err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = VaultAuthSpec {
+        token: ReviewerToken::legacy(),
+        wait: quick_wait(),
+        ..VaultAuthSpec::files(ClusterSuffix::new("c2").unwrap(), dir.path())
+    };
+    let first = vault_auth::prepare_vault_auth(&env.kube, &legacy, &endpoint, Mode::Apply)
+        .await
+        .unwrap();
+    assert_eq!(
+        first
+            .report
+            .outcome_of("secret vault/vault-tokenreview-token"),
+        Some(Outcome::Created)
+    );
+    let secret = env
+        .get("secrets", Some("vault"), "vault-tokenreview-token")
+        .unwrap();
+    let token = STANDARD
+        .decode(secret["data"]["token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("c2-tokenreview_jwt")).unwrap(),
+        token
+    );
+    let second = vault_auth::prepare_vault_auth(&env.kube, &legacy, &endpoint, Mode::Apply)
+        .await
+        .unwrap();
+    assert!(second.report.is_unchanged(), "{}", second.report);
+}
+
+#[tokio::test]
+async fn step7_and_step8_dry_run_then_run_twice() {
+    let env = env().await;
+    let vault_ca = ca("vault-ca");
+
+    let dry = control_plane::ensure_vault_tls_configmap(&env.kube, &vault_ca, Mode::DryRun)
+        .await
+        .unwrap();
+    assert_eq!(actions(&dry), [Outcome::WouldCreate, Outcome::WouldCreate]);
+    let dry = control_plane::ensure_istiod_service(&env.kube, "asm-183-2", Mode::DryRun)
+        .await
+        .unwrap();
+    assert_eq!(actions(&dry), [Outcome::WouldCreate, Outcome::WouldCreate]);
+    assert!(env.get("namespaces", None, "istio-system").is_none());
+
+    let first = control_plane::ensure_vault_tls_configmap(&env.kube, &vault_ca, Mode::Apply)
+        .await
+        .unwrap();
+    assert_eq!(actions(&first), [Outcome::Created, Outcome::Created]);
+    let cm = env
+        .get("configmaps", Some("istio-system"), "vault-tls-cert")
+        .unwrap();
+    assert_eq!(cm["data"]["cert"], vault_ca.as_str());
+
+    // Now the namespace exists, so the Service's dry run reaches the API server.
+    env.writes();
+    let dry = control_plane::ensure_istiod_service(&env.kube, "asm-183-2", Mode::DryRun)
+        .await
+        .unwrap();
+    assert_eq!(actions(&dry), [Outcome::Unchanged, Outcome::WouldCreate]);
+    assert_eq!(env.writes().len(), 1);
+    assert!(
+        env.get("services", Some("istio-system"), "istiod")
+            .is_none()
+    );
+
+    let first = control_plane::ensure_istiod_service(&env.kube, "asm-183-2", Mode::Apply)
+        .await
+        .unwrap();
+    assert_eq!(actions(&first), [Outcome::Unchanged, Outcome::Created]);
+    let svc = env.get("services", Some("istio-system"), "istiod").unwrap();
+    assert_eq!(svc["metadata"]["labels"]["istio"], "pilot");
+    assert_eq!(svc["spec"]["ports"][2]["targetPort"], 15017);
+    assert_eq!(
+        svc["spec"]["selector"],
+        json!({"app": "istiod", "istio.io/rev": "asm-183-2"})
+    );
+    env.writes();
+
+    let again = control_plane::ensure_vault_tls_configmap(&env.kube, &vault_ca, Mode::Apply)
+        .await
+        .unwrap();
+    assert!(again.is_unchanged(), "{again}");
+    let again = control_plane::ensure_istiod_service(&env.kube, "asm-183-2", Mode::Apply)
+        .await
+        .unwrap();
+    assert!(again.is_unchanged(), "{again}");
+    assert_eq!(env.writes(), Vec::<String>::new());
+
+    // A new Vault CA or revision is an update.
+    let rotated =
+        control_plane::ensure_vault_tls_configmap(&env.kube, &ca("vault-ca-2"), Mode::Apply)
+            .await
+            .unwrap();
+    assert_eq!(actions(&rotated), [Outcome::Unchanged, Outcome::Updated]);
+    let moved = control_plane::ensure_istiod_service(&env.kube, "asm-184-1", Mode::Apply)
+        .await
+        .unwrap();
+    assert_eq!(actions(&moved), [Outcome::Unchanged, Outcome::Updated]);
+}
+
+#[tokio::test]
+async fn step10_reads_the_csr_and_writes_the_chain_twice() {
+    let env = env().await;
+    let cluster = env.server.cluster();
+    cluster
+        .create(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}),
+        )
+        .unwrap();
+    let err = ca_secrets::read_csr_secret(&env.kube).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err}");
+    cluster
+        .create(json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": "istio-ca-cert-csr", "namespace": "istio-system"},
+            "data": {"kek-id": STANDARD.encode("kek-1"), "encrypted-dek": STANDARD.encode([7u8; 40]),
+                     "csr-id": STANDARD.encode("csr-1"), "encrypted-csr": STANDARD.encode([8u8; 300])}}))
+        .unwrap();
+    let csr = ca_secrets::read_csr_secret(&env.kube).await.unwrap();
+    assert_eq!(
+        (csr.kek_id.as_slice(), csr.encrypted_csr.len()),
+        (b"kek-1".as_slice(), 300)
+    );
+
+    let chain = CertificatePem::parse(
+        format!("{}{}", ca("istiod-ca").as_str(), ca("root").as_str()),
+        "chain",
+    )
+    .unwrap();
+    let dry = ca_secrets::ensure_ca_cert_secret(&env.kube, &chain, Mode::DryRun)
+        .await
+        .unwrap();
+    assert_eq!(
+        dry.outcome_of("secret istio-system/istio-ca-cert"),
+        Some(Outcome::WouldCreate)
+    );
+    assert!(
+        env.get("secrets", Some("istio-system"), "istio-ca-cert")
+            .is_none()
+    );
+    let first = ca_secrets::ensure_ca_cert_secret(&env.kube, &chain, Mode::Apply)
+        .await
+        .unwrap();
+    assert_eq!(
+        first.outcome_of("secret istio-system/istio-ca-cert"),
+        Some(Outcome::Created)
+    );
+    let stored = env
+        .get("secrets", Some("istio-system"), "istio-ca-cert")
+        .unwrap();
+    assert_eq!(stored["type"], "Opaque");
+    assert_eq!(
+        STANDARD
+            .decode(stored["data"]["cert-chain.pem"].as_str().unwrap())
+            .unwrap(),
+        chain.as_str().as_bytes()
+    );
+    env.writes();
+    let second = ca_secrets::ensure_ca_cert_secret(&env.kube, &chain, Mode::Apply)
+        .await
+        .unwrap();
+    assert!(second.is_unchanged(), "{second}");
+    assert_eq!(env.writes(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn step12_labels_restarts_and_waits_then_changes_nothing() {
+    let env = env().await;
+    let cluster = env.server.cluster();
+    cluster
+        .create(json!({"apiVersion": "v1", "kind": "Namespace",
+                       "metadata": {"name": "shop", "labels": {"istio-injection": "enabled"}}}))
+        .unwrap();
+    cluster
+        .create(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}}))
+        .unwrap();
+    let pods_before: Vec<String> = cluster
+        .list("pods", Some("shop"))
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(pods_before.len(), 2);
+
+    let dry = injection::enable_injection(
+        &env.kube,
+        "shop",
+        "asm-183-2",
+        quick_wait(),
+        Mode::DryRun,
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(actions(&dry), [Outcome::WouldUpdate, Outcome::WouldUpdate]);
+    assert_eq!(
+        env.get("namespaces", None, "shop").unwrap()["metadata"]["labels"]["istio-injection"],
+        "enabled"
+    );
+
+    let mut progress = Vec::new();
+    let first = injection::enable_injection(
+        &env.kube,
+        "shop",
+        "asm-183-2",
+        quick_wait(),
+        Mode::Apply,
+        &mut |p| {
+            progress.push(p.clone());
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(actions(&first), [Outcome::Updated, Outcome::Updated]);
+    let labels = &env.get("namespaces", None, "shop").unwrap()["metadata"]["labels"];
+    assert_eq!(labels["istio.io/rev"], "asm-183-2");
+    assert!(labels.get("istio-injection").is_none(), "{labels}");
+    let pods = cluster.list("pods", Some("shop"));
+    assert_eq!(pods.len(), 2);
+    for pod in &pods {
+        assert_eq!(pod["metadata"]["labels"]["istio.io/rev"], "asm-183-2");
+        assert!(!pods_before.contains(&pod["metadata"]["name"].as_str().unwrap().to_owned()));
+    }
+    assert!(progress.last().unwrap().is_done());
+    env.writes();
+
+    let second = injection::enable_injection(
+        &env.kube,
+        "shop",
+        "asm-183-2",
+        quick_wait(),
+        Mode::Apply,
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(second.is_unchanged(), "{second}");
+    assert_eq!(env.writes(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn step12_warns_when_both_labels_are_present() {
+    let env = env().await;
+    env.server
+        .cluster()
+        .create(json!({"apiVersion": "v1", "kind": "Namespace",
+                       "metadata": {"name": "both", "labels": {"istio-injection": "enabled", "istio.io/rev": "asm-183-2"}}}))
+        .unwrap();
+    let report = injection::ensure_revision_label(&env.kube, "both", "asm-183-2", Mode::Apply)
+        .await
+        .unwrap();
+    assert_eq!(report.warnings.len(), 1);
+    assert_eq!(actions(&report), [Outcome::Updated]);
+    let labels = &env.get("namespaces", None, "both").unwrap()["metadata"]["labels"];
+    assert!(labels.get("istio-injection").is_none());
+}
+
+#[tokio::test]
+async fn step13_integrated_twice_and_manual_table() {
+    let env = env().await;
+    let cluster = env.server.cluster();
+    cluster
+        .create(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}),
+        )
+        .unwrap();
+    cluster
+        .create(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system"},
+            "spec": {"type": "LoadBalancer", "selector": {"app": "istio-ingressgateway"},
+                     "ports": [{"name": "http2", "port": 80, "targetPort": 8080},
+                               {"name": "https", "port": 443, "targetPort": 8443}]}}))
+        .unwrap();
+    let lb = IntegratedLb {
+        annotations: vec![LbAnnotation::MetalLb],
+        ..IntegratedLb::field("203.0.113.1".parse().unwrap())
+    };
+    let dry = ingress::ensure_load_balancer_ip(&env.kube, &lb, Mode::DryRun)
+        .await
+        .unwrap();
+    assert_eq!(actions(&dry), [Outcome::WouldUpdate]);
+    let svc = env
+        .get("services", Some("istio-system"), "istio-ingressgateway")
+        .unwrap();
+    assert!(svc["spec"].get("loadBalancerIP").is_none());
+
+    let first = ingress::ensure_load_balancer_ip(&env.kube, &lb, Mode::Apply)
+        .await
+        .unwrap();
+    assert_eq!(actions(&first), [Outcome::Updated]);
+    let svc = env
+        .get("services", Some("istio-system"), "istio-ingressgateway")
+        .unwrap();
+    assert_eq!(svc["spec"]["loadBalancerIP"], "203.0.113.1");
+    assert_eq!(
+        svc["metadata"]["annotations"]["metallb.io/loadBalancerIPs"],
+        "203.0.113.1"
+    );
+    assert_eq!(
+        svc["spec"]["ports"].as_array().unwrap().len(),
+        2,
+        "the ports are left alone"
+    );
+    env.writes();
+    let second = ingress::ensure_load_balancer_ip(&env.kube, &lb, Mode::Apply)
+        .await
+        .unwrap();
+    assert!(second.is_unchanged(), "{second}");
+    assert_eq!(env.writes(), Vec::<String>::new());
+
+    let table = ingress::node_port_table(
+        &env.kube,
+        "203.0.113.1".parse().unwrap(),
+        AddressType::InternalIP,
+    )
+    .await
+    .unwrap();
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    assert_eq!(table.ports[0].frontend, "203.0.113.1:80");
+    assert_eq!(table.ports[0].backends, [format!("192.0.2.10:{node_port}")]);
+    assert_eq!(env.writes(), Vec::<String>::new(), "manual mode only reads");
+}
+
+#[tokio::test]
+async fn a_denied_verb_and_a_stopped_server_give_the_named_errors() {
+    let mut env = env().await;
+    env.server.cluster().deny("patch", "configmaps");
+    let err = control_plane::ensure_vault_tls_configmap(&env.kube, &ca("vault-ca"), Mode::Apply)
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Forbidden {
+            verb,
+            resource,
+            namespace,
+            ..
+        } => assert_eq!(
+            (*verb, resource.as_str(), namespace.as_deref()),
+            (
+                Verb::Apply,
+                "configmaps/vault-tls-cert",
+                Some("istio-system")
+            )
+        ),
+        other => panic!("expected Forbidden, got {other}"),
+    }
+    env.server.cluster().clear_denials();
+
+    env.server.stop();
+    let kube = env.kube.clone().with_retry(RetryPolicy {
+        attempts: 2,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(10),
+    });
+    let err = control_plane::ensure_istiod_service(&kube, "asm-183-2", Mode::Apply)
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(
+        err.to_string().starts_with(
+            "kubernetes API server unavailable: could not get namespaces/istio-system"
+        ),
+        "{err}"
+    );
+}

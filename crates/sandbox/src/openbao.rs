@@ -295,7 +295,7 @@ impl OpenBao {
         let mut hcl = String::new();
         let _ = write!(
             hcl,
-            "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"sandbox\"\n}}\n\
+            "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"sandbox\"\n  performance_multiplier = 1\n}}\n\
              listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  \
              cluster_address = \"127.0.0.1:{cluster_port}\"\n  tls_disable = true\n}}\n\
              api_addr = \"http://127.0.0.1:{port}\"\n\
@@ -349,7 +349,12 @@ impl OpenBao {
         path: &str,
         body: serde_json::Value,
     ) -> Result<serde_json::Value> {
-        let http = self.connection()?.http_client().map_err(api(operation))?;
+        // Initialising raft storage can take several seconds on a loaded machine.
+        let http = self
+            .connection()?
+            .with_timeout(START_TIMEOUT)
+            .http_client()
+            .map_err(api(operation))?;
         let url = format!("{}/{path}", self.addr.as_str());
         let response = http
             .put(url)

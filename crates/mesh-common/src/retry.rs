@@ -97,7 +97,11 @@ mod tests {
 
     impl Display for Failure {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(if self.transient { "transient" } else { "permanent" })
+            f.write_str(if self.transient {
+                "transient"
+            } else {
+                "permanent"
+            })
         }
     }
 

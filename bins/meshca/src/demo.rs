@@ -1,46 +1,40 @@
-//! `meshca demo`: the guide end to end on one machine, as far as it is built.
+//! `meshca demo`: the real flow against a fresh SoftHSM2 token, a real OpenBao server (TLS) and
+//! the emulated Kubernetes API server, applied twice (the second run must change nothing).
 
-use std::collections::HashMap;
 use std::io::Write as _;
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use mesh_install::steps::Step;
+use mesh_common::Mode;
+use mesh_install::config::{Config, IngressMode, Overrides, SecretSource};
+use mesh_install::flow::{BUILT, FlowReport, StepStatus};
 use secrecy::ExposeSecret as _;
 use serde::Serialize;
 
-/// What happened to one step in this run.
+use crate::run::{self, Progress};
+
+/// The namespace the demo labels for injection (an application namespace that exists before
+/// the mesh).
+const DEMO_NAMESPACE: &str = "demo-app";
+
+/// The demo's JSON document.
 #[derive(Debug, Serialize)]
-struct StepResult {
-    number: u8,
-    step: Step,
-    title: &'static str,
-    status: Status,
-    detail: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-enum Status {
-    Done,
-    Partial,
-    NotBuiltYet,
-}
-
-impl Status {
-    fn text(self) -> &'static str {
-        match self {
-            Self::Done => "done",
-            Self::Partial => "partial",
-            Self::NotBuiltYet => "not built yet",
-        }
-    }
+struct DemoReport {
+    /// The first apply.
+    apply: FlowReport,
+    /// The second apply, which must change nothing.
+    reapply: FlowReport,
+    /// True when the second apply changed nothing.
+    reapply_unchanged: bool,
+    /// Wall time of the whole demo, in milliseconds.
+    elapsed_ms: u64,
 }
 
 /// Runs the demo. SoftHSM2 reads `SOFTHSM2_CONF` once per process, so when it is not set
 /// (meshca started outside cargo) the demo re-runs itself with a private configuration.
-pub(crate) fn run(json: bool) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(json: bool, quiet: bool) -> anyhow::Result<ExitCode> {
     if std::env::var_os("SOFTHSM2_CONF").is_none() {
         let dir = tempfile::tempdir().context("creating a SoftHSM2 directory for the demo")?;
         let exe = std::env::current_exe().context("locating the meshca binary")?;
@@ -55,137 +49,163 @@ pub(crate) fn run(json: bool) -> anyhow::Result<ExitCode> {
             .map_or(ExitCode::FAILURE, ExitCode::from));
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let results = runtime.block_on(flow(json))?;
-    report(&results, json)?;
-    Ok(ExitCode::SUCCESS)
+    let report = runtime.block_on(flow(quiet))?;
+    print(&report, json)?;
+    Ok(if report.reapply_unchanged {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
-fn progress(json: bool, message: &str) {
-    if !json {
-        eprintln!("==> {message}");
+fn say(quiet: bool, message: &str) {
+    if !quiet {
+        eprintln!("--- {message}");
     }
 }
 
-async fn flow(json: bool) -> anyhow::Result<Vec<StepResult>> {
-    let started = Instant::now();
-    let mut done: HashMap<Step, (Status, String)> = HashMap::new();
+/// Writes the demo configuration: every secret as a 0600 file reference.
+fn write_config(
+    dir: &Path,
+    hsm: &sandbox::SoftHsm,
+    bao: &sandbox::OpenBao,
+    api: &sandbox::kube::ApiServer,
+) -> anyhow::Result<std::path::PathBuf> {
+    let pin = dir.join("hsm-pin");
+    hsm.write_user_pin_file(&pin)?;
+    let token = dir.join("vault-token");
+    sandbox::write_secret_file(&token, bao.root_token().expose_secret().as_bytes())?;
+    let kubeconfig = dir.join("kubeconfig");
+    api.write_kubeconfig(&kubeconfig)?;
+    let vault_ca = bao
+        .ca_cert_path()
+        .context("the demo OpenBao server runs without TLS")?;
 
-    progress(
-        json,
-        "step 1: creating a SoftHSM2 token and logging in by label",
-    );
+    let signer =
+        ca_signing::SoftwareSigner::generate(ca_signing::KeyAlgorithm::EcdsaP384, "demo root key")?;
+    let root = ca_signing::issue_root(&ca_signing::RootProfile::default(), &signer)?;
+    let root_cert = dir.join("root-cert.pem");
+    std::fs::write(&root_cert, root.pem()).context("writing the demo root certificate")?;
+
+    let mut config = Config::default();
+    "demo".clone_into(&mut config.cluster.suffix);
+    config.cluster.kubeconfig = Some(kubeconfig);
+    hsm.module_path().clone_into(&mut config.hsm.module);
+    config.hsm.token_label = hsm.label().to_string();
+    config.hsm.pin = SecretSource::File(pin);
+    config.vault.address = bao.addr().to_string();
+    config.vault.ca_cert = Some(vault_ca);
+    config.vault.token = SecretSource::File(token);
+    config.root_ca.cert = Some(root_cert);
+    config.injection.namespaces = vec![DEMO_NAMESPACE.to_owned()];
+    config.injection.wait_seconds = 30;
+    config.ingress.mode = IngressMode::Integrated;
+    config.ingress.ip = Some(std::net::IpAddr::from([10, 200, 0, 34]));
+    let text = toml::to_string(&config).context("rendering the demo configuration")?;
+    let path = dir.join("meshca.toml");
+    std::fs::write(&path, text).context("writing the demo configuration")?;
+    Ok(path)
+}
+
+async fn flow(quiet: bool) -> anyhow::Result<DemoReport> {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().context("creating the demo directory")?;
+
+    say(quiet, "creating a SoftHSM2 token");
     let hsm = sandbox::SoftHsm::builder()
         .label("asm-ca")
         .create()
         .context("creating the demo HSM token")?;
-    let session = hsm
-        .module()
-        .login_user(hsm.label(), hsm.user_pin())
-        .context("logging in to the demo token")?;
-    drop(session);
-    done.insert(
-        Step::HsmSlot,
-        (
-            Status::Done,
-            format!(
-                "token {} (serial {}) found by label, user logged in",
-                hsm.label(),
-                hsm.serial()
-            ),
-        ),
-    );
-
-    progress(
-        json,
-        "step 5: starting OpenBao and storing the HSM credentials",
-    );
+    say(quiet, "starting OpenBao (TLS)");
     let bao = sandbox::OpenBao::builder()
+        .tls(true)
         .start()
         .await
         .context("starting the demo OpenBao server")?;
-    let client = bao.client()?;
-    let mount = "asm-c1";
-    let mut options = HashMap::new();
-    options.insert("version".to_owned(), "1".to_owned());
-    vaultrs::sys::mount::enable(
-        &client,
-        mount,
-        "kv",
-        Some(vaultrs::api::sys::requests::EnableEngineRequest::builder().options(options)),
-    )
-    .await
-    .with_context(|| format!("enabling KV v1 at {mount}"))?;
-    let mut secret = HashMap::new();
-    secret.insert("PIN", hsm.user_pin().expose_secret());
-    vaultrs::kv1::set(&client, mount, "hsm", &secret)
-        .await
-        .with_context(|| format!("writing {mount}/hsm"))?;
-    let back: HashMap<String, String> = vaultrs::kv1::get(&client, mount, "hsm")
-        .await
-        .with_context(|| format!("reading {mount}/hsm back"))?;
-    anyhow::ensure!(
-        back.get("PIN").map(String::as_str) == Some(hsm.user_pin().expose_secret()),
-        "the PIN read back from {mount}/hsm differs from the one written"
-    );
-    done.insert(
-        Step::VaultSetup,
-        (
-            Status::Partial,
-            format!("OpenBao {} at {}: KV v1 {mount}/hsm written and read back; policy and Kubernetes auth not built yet", 
-                bao.connection()?.health().await?.version, bao.addr()),
-        ),
-    );
+    say(quiet, "starting the emulated Kubernetes API server");
+    let api = sandbox::kube::ApiServer::start().context("starting the emulated API server")?;
+    api.cluster()
+        .create(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DEMO_NAMESPACE},
+        }))
+        .context("creating the demo application namespace")?;
+    let config = write_config(dir.path(), &hsm, &bao, &api)?;
 
-    progress(
-        json,
-        &format!("finished in {:.1}s", started.elapsed().as_secs_f64()),
-    );
-    Ok(Step::ALL
-        .iter()
-        .map(|&step| {
-            let (status, detail) = done
-                .remove(&step)
-                .unwrap_or((Status::NotBuiltYet, String::new()));
-            StepResult {
-                number: step.number(),
-                step,
-                title: step.title(),
-                status,
-                detail,
-            }
-        })
-        .collect())
+    let progress = if quiet {
+        Progress::Quiet
+    } else {
+        Progress::Lines
+    };
+    say(quiet, "meshca apply");
+    let apply = run::execute(&config, Overrides::default(), &BUILT, Mode::Apply, progress)
+        .await?
+        .map_err(|f| anyhow::Error::new(*f))?;
+    say(quiet, "meshca apply, again: nothing may change");
+    let reapply = run::execute(&config, Overrides::default(), &BUILT, Mode::Apply, progress)
+        .await?
+        .map_err(|f| anyhow::Error::new(*f))?;
+    let reapply_unchanged = reapply.is_unchanged();
+    Ok(DemoReport {
+        apply,
+        reapply,
+        reapply_unchanged,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    })
 }
 
-fn report(results: &[StepResult], json: bool) -> anyhow::Result<()> {
+fn print(report: &DemoReport, json: bool) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(results)?)?;
+        writeln!(out, "{}", serde_json::to_string_pretty(report)?)?;
         return Ok(());
     }
     writeln!(
         out,
-        "{:>4}  {:<48} {:<14} detail",
-        "step", "title", "status"
+        "{:>4}  {:<48} {:<14} {:>8}  {:<22} detail",
+        "step", "title", "status", "ms", "apply / re-apply"
     )?;
-    for r in results {
+    for (first, second) in report.apply.steps.iter().zip(&report.reapply.steps) {
+        let mark = match first.status {
+            StepStatus::Done => "✓",
+            StepStatus::Failed => "✗",
+            _ => "-",
+        };
+        let changes = if first.status == StepStatus::Done {
+            let changed = |r: &mesh_install::flow::StepReport| {
+                r.changes.iter().filter(|c| c.outcome.is_change()).count()
+            };
+            format!("{} changed / {} changed", changed(first), changed(second))
+        } else {
+            String::new()
+        };
         writeln!(
             out,
-            "{:>4}  {:<48} {:<14} {}",
-            r.number,
-            r.title,
-            r.status.text(),
-            r.detail
+            "{:>4}  {:<48} {mark} {:<12} {:>8}  {:<22} {}",
+            first.number,
+            first.title,
+            first.status.to_string(),
+            first.elapsed_ms,
+            changes,
+            first.detail
         )?;
     }
-    let built = results
+    let done = report
+        .apply
+        .steps
         .iter()
-        .filter(|r| r.status != Status::NotBuiltYet)
+        .filter(|s| s.status == StepStatus::Done)
         .count();
     writeln!(
         out,
-        "\n{built} of {} steps run against real components; the others are not built yet.",
-        results.len()
+        "\n{done} of {} steps ran against SoftHSM2, OpenBao and the emulated API server in {:.1} s; \
+         second apply {}.",
+        report.apply.steps.len(),
+        Duration::from_millis(report.elapsed_ms).as_secs_f64(),
+        if report.reapply_unchanged {
+            "changed nothing"
+        } else {
+            "CHANGED OBJECTS (not idempotent)"
+        }
     )?;
     Ok(())
 }

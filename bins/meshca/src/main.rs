@@ -1,11 +1,17 @@
 //! `meshca`: the operator CLI for installing a mesh whose CA key is protected by an HSM.
 
 mod demo;
+mod run;
 
 use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use anyhow::Context as _;
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use mesh_common::Mode;
+use mesh_install::config::Overrides;
+use mesh_install::flow::BUILT;
 use mesh_install::steps::Step;
 
 /// Install Istio / Anthos Service Mesh with the mesh CA key in an HSM and its credentials in Vault.
@@ -17,9 +23,44 @@ use mesh_install::steps::Step;
                   4 dependency unavailable"
 )]
 struct Cli {
+    /// The configuration file (`meshca init` writes a sample).
+    #[arg(
+        long,
+        global = true,
+        env = "MESHCA_CONFIG",
+        default_value = "meshca.toml"
+    )]
+    config: PathBuf,
     /// Output format.
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// Overrides `cluster.kubeconfig`.
+    #[arg(long, global = true, env = "MESHCA_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Overrides `cluster.context`.
+    #[arg(long, global = true, env = "MESHCA_CONTEXT")]
+    context: Option<String>,
+    /// Overrides `cluster.revision`.
+    #[arg(long, global = true, env = "MESHCA_REVISION")]
+    revision: Option<String>,
+    /// Overrides `vault.address`.
+    #[arg(long, global = true, env = "MESHCA_VAULT_ADDR")]
+    vault_addr: Option<String>,
+    /// Overrides `hsm.module`.
+    #[arg(long, global = true, env = "MESHCA_HSM_MODULE")]
+    hsm_module: Option<PathBuf>,
+    /// Overrides `hsm.token-label`.
+    #[arg(long, global = true, env = "MESHCA_TOKEN_LABEL")]
+    token_label: Option<String>,
+    /// Read everything, change nothing, report what would change.
+    #[arg(long, global = true)]
+    dry_run: bool,
+    /// More log output (repeat for more); `RUST_LOG` wins.
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    verbose: u8,
+    /// No progress output.
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -28,9 +69,49 @@ struct Cli {
 enum Command {
     /// List the guide's steps and the crate that owns each.
     Steps,
+    /// Write a commented sample configuration.
+    Init {
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show what `apply` would change on the HSM, in Vault and in the cluster.
+    Plan,
+    /// Run every built step in order, idempotently (a re-run resumes after a failure).
+    Apply,
+    /// HSM steps.
+    #[command(subcommand)]
+    Hsm(HsmCommand),
+    /// Vault steps.
+    #[command(subcommand)]
+    Vault(VaultCommand),
+    /// Cluster steps.
+    #[command(subcommand)]
+    K8s(K8sCommand),
     /// Run the flow end to end on this machine against a fresh SoftHSM2 token, a real OpenBao
-    /// dev server and the emulated cluster (the parts that are built).
+    /// server and the emulated cluster (the parts that are built).
     Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum HsmCommand {
+    /// Steps 1-3: find the token by label and log in, ensure the KEK, import the root anchor.
+    Init,
+}
+
+#[derive(Debug, Subcommand)]
+enum VaultCommand {
+    /// Steps 4-5: the reviewer JWT from the cluster, then the Vault mount, secret, policy and
+    /// Kubernetes auth.
+    Setup,
+}
+
+#[derive(Debug, Subcommand)]
+enum K8sCommand {
+    /// Step 4: namespace, TokenReview binding and reviewer JWT for Vault.
+    VaultAuth,
+    /// Steps 7-8: istio-system, the vault-tls-cert ConfigMap and the istiod Service.
+    ControlPlane,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -41,12 +122,18 @@ enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .init();
     sandbox::init_crypto();
@@ -60,13 +147,80 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
-    match cli.command {
+    let mode = if cli.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Apply
+    };
+    let selection: &[Step] = match &cli.command {
         Command::Steps => {
             steps(cli.output)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Init { force } => {
+            init(&cli.config, *force)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Demo => {
+            return demo::run(cli.output == Output::Json, cli.quiet);
+        }
+        Command::Plan | Command::Apply => &BUILT,
+        Command::Hsm(HsmCommand::Init) => &[Step::HsmSlot, Step::Kek, Step::RootImport],
+        Command::Vault(VaultCommand::Setup) => &[Step::VaultKubeAuth, Step::VaultSetup],
+        Command::K8s(K8sCommand::VaultAuth) => &[Step::VaultKubeAuth],
+        Command::K8s(K8sCommand::ControlPlane) => {
+            &[Step::ControlPlaneResources, Step::WebhookService]
+        }
+    };
+    let mode = if matches!(cli.command, Command::Plan) {
+        Mode::DryRun
+    } else {
+        mode
+    };
+    let progress = if cli.quiet {
+        run::Progress::Quiet
+    } else {
+        run::Progress::Lines
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let overrides = Overrides {
+        kubeconfig: cli.kubeconfig.clone(),
+        context: cli.context.clone(),
+        revision: cli.revision.clone(),
+        vault_address: cli.vault_addr.clone(),
+        hsm_module: cli.hsm_module.clone(),
+        token_label: cli.token_label.clone(),
+    };
+    let outcome = runtime.block_on(run::execute(
+        &cli.config,
+        overrides,
+        selection,
+        mode,
+        progress,
+    ))?;
+    match outcome {
+        Ok(report) => {
+            run::print_report(&report, cli.output == Output::Json)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo => demo::run(cli.output == Output::Json),
+        Err(failure) => {
+            run::print_report(&failure.report, cli.output == Output::Json)?;
+            Err(anyhow::Error::new(*failure))
+        }
     }
+}
+
+fn init(path: &Path, force: bool) -> anyhow::Result<()> {
+    if path.exists() && !force {
+        anyhow::bail!(
+            "{} exists; pass --force to overwrite it or --config to choose another path",
+            path.display()
+        );
+    }
+    std::fs::write(path, mesh_install::config::SAMPLE)
+        .with_context(|| format!("writing the sample configuration to {}", path.display()))?;
+    eprintln!("wrote {}; edit it, then run `meshca plan`", path.display());
+    Ok(())
 }
 
 fn steps(output: Output) -> anyhow::Result<()> {
@@ -97,6 +251,14 @@ fn steps(output: Output) -> anyhow::Result<()> {
 
 fn exit_code(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<mesh_install::Error>() {
+            if e.is_config() {
+                return ExitCode::from(3);
+            }
+            if e.is_unavailable() {
+                return ExitCode::from(4);
+            }
+        }
         if let Some(e) = cause.downcast_ref::<sandbox::Error>()
             && matches!(
                 e,

@@ -1,7 +1,19 @@
 //! The mesh HSM install flow as ordered, named steps.
 //!
-//! Each step of the guide (FLOW.md) will get a `plan` and an idempotent `apply` over the other
-//! crates' ports. Today this crate provides the catalogue of steps, [`steps::Step`], which the
-//! CLI uses to show the flow and what each step owns.
+//! - [`steps::Step`]: the catalogue of the guide's steps (FLOW.md numbering) and who owns each.
+//! - [`config::Config`]: the meshca TOML configuration (secrets only as file or environment
+//!   references), with the guide's defaults and a commented [`config::SAMPLE`].
+//! - [`flow::run`]: the built steps (1, 2, 3, 4, 5, 7, 8, 12, 13) in order over the HSM
+//!   ([`hsm_core::HsmAdmin`]), Vault ([`vault_bootstrap::Vault`]) and Kubernetes
+//!   ([`k8s_bootstrap::Kube`]) ports, planned (dry run) or applied idempotently, combined into
+//!   one serialisable [`flow::FlowReport`].
+//!
+//! The crate reads files the configuration names but no environment variables, prints nothing
+//! and never exits.
 
+pub mod config;
+mod error;
+pub mod flow;
 pub mod steps;
+
+pub use error::{Error, Result};

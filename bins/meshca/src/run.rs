@@ -1,0 +1,226 @@
+//! Loading the configuration, resolving secrets, connecting the backends a selection needs and
+//! running the flow.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use hsm_core::pin::FileAccess;
+use k8s_bootstrap::vault_auth::ClusterEndpoint;
+use mesh_common::Mode;
+use mesh_install::config::{Config, Overrides, SecretSource};
+use mesh_install::flow::{self, Event, FlowReport, FlowSpec, Inputs, Ports, StepStatus};
+use mesh_install::steps::Step;
+use secrecy::SecretString;
+
+/// How progress is shown on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// One line per step start and end.
+    Lines,
+    /// Nothing.
+    Quiet,
+}
+
+/// Reads a secret named by the configuration. Every failure is a configuration error naming
+/// the field; the value never appears in it.
+fn read_secret(field: &'static str, source: &SecretSource) -> mesh_install::Result<SecretString> {
+    match source {
+        SecretSource::File(path) => hsm_core::pin::pin_from_file(path, FileAccess::OwnerOnly)
+            .map_err(|e| mesh_install::Error::InvalidConfig {
+                field: field.to_owned(),
+                reason: e.to_string(),
+            }),
+        SecretSource::Env(var) => std::env::var(var)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| SecretString::from(v.trim_end().to_owned()))
+            .ok_or_else(|| mesh_install::Error::SecretEnvMissing {
+                field,
+                var: var.clone(),
+            }),
+    }
+}
+
+fn kubeconfig_path(config: &Config) -> Option<PathBuf> {
+    config
+        .cluster
+        .kubeconfig
+        .clone()
+        .or_else(|| std::env::var_os("KUBECONFIG").map(PathBuf::from))
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".kube/config")))
+}
+
+fn invalid(field: &str, reason: impl std::fmt::Display) -> mesh_install::Error {
+    mesh_install::Error::InvalidConfig {
+        field: field.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+fn needs(selection: &[Step], steps: &[Step]) -> bool {
+    selection.iter().any(|s| steps.contains(s))
+}
+
+/// Loads `config_path`, connects what `selection` needs and runs the flow under `mode`.
+/// Returns the report, or the error with the partial report (already printed by the caller).
+pub(crate) async fn execute(
+    config_path: &Path,
+    overrides: Overrides,
+    selection: &[Step],
+    mode: Mode,
+    progress: Progress,
+) -> anyhow::Result<Result<FlowReport, Box<flow::Failure>>> {
+    let config = Config::load(config_path)?.with_overrides(overrides)?;
+    let hsm_steps = [Step::HsmSlot, Step::Kek, Step::RootImport];
+    let kube_steps = [
+        Step::VaultKubeAuth,
+        Step::VaultSetup,
+        Step::ControlPlaneResources,
+        Step::WebhookService,
+        Step::Injection,
+        Step::ExternalIp,
+    ];
+
+    let pin = if needs(
+        selection,
+        &[Step::HsmSlot, Step::Kek, Step::RootImport, Step::VaultSetup],
+    ) {
+        Some(read_secret("hsm.pin", &config.hsm.pin)?)
+    } else {
+        None
+    };
+
+    let (kube_client, endpoint) = if needs(selection, &kube_steps) {
+        let (client, endpoint) = connect_kube(&config).await?;
+        (Some(client), Some(endpoint))
+    } else {
+        (None, None)
+    };
+    let vault_client = if needs(selection, &[Step::VaultSetup]) {
+        Some(connect_vault(&config)?)
+    } else {
+        None
+    };
+    let hsm_admin = match &pin {
+        Some(pin) if needs(selection, &hsm_steps) => Some(open_hsm(&config, pin.clone()).await?),
+        _ => None,
+    };
+
+    let spec = FlowSpec::from_config(&config, Inputs { endpoint, pin })?;
+    let ports = Ports {
+        hsm: hsm_admin.as_ref().map(|h| h as &dyn hsm_core::HsmAdmin),
+        vault: vault_client
+            .as_ref()
+            .map(|v| v as &dyn vault_bootstrap::Vault),
+        kube: kube_client.as_ref().map(|k| k as &dyn k8s_bootstrap::Kube),
+    };
+    let mut events = |event: Event<'_>| show(progress, mode, &event);
+    Ok(flow::run(&spec, ports, selection, mode, &mut events).await)
+}
+
+fn show(progress: Progress, mode: Mode, event: &Event<'_>) {
+    if progress == Progress::Quiet {
+        return;
+    }
+    match event {
+        Event::Started(step) => eprintln!("==> {step}"),
+        Event::Progress { message, .. } => eprintln!("    {message}"),
+        Event::Finished(report) if report.status == StepStatus::Done => {
+            let changed = report
+                .changes
+                .iter()
+                .filter(|c| c.outcome.is_change())
+                .count();
+            eprintln!(
+                "    done in {} ms: {changed} of {} objects {}",
+                report.elapsed_ms,
+                report.changes.len(),
+                if mode.is_dry_run() {
+                    "would change"
+                } else {
+                    "changed"
+                }
+            );
+        }
+        Event::Finished(report)
+            if matches!(
+                report.status,
+                StepStatus::Failed | StepStatus::Blocked | StepStatus::Skipped
+            ) && report.detail != "not selected" =>
+        {
+            eprintln!("    {}: {}", report.status, report.detail);
+        }
+        _ => {}
+    }
+}
+
+async fn connect_kube(
+    config: &Config,
+) -> mesh_install::Result<(k8s_bootstrap::KubeClient, ClusterEndpoint)> {
+    let path = kubeconfig_path(config)
+        .ok_or_else(|| invalid("cluster.kubeconfig", "not set and HOME is unknown"))?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path)
+        .map_err(|e| invalid("cluster.kubeconfig", format!("{}: {e}", path.display())))?;
+    let context = config.cluster.context.as_deref();
+    let endpoint = ClusterEndpoint::from_kubeconfig(&kubeconfig, context)
+        .map_err(|e| invalid("cluster.kubeconfig", e))?;
+    let client = k8s_bootstrap::KubeClient::from_kubeconfig(kubeconfig, context)
+        .await
+        .map_err(|e| invalid("cluster.kubeconfig", e))?;
+    Ok((client, endpoint))
+}
+
+fn connect_vault(config: &Config) -> mesh_install::Result<vault_bootstrap::HttpVault> {
+    let token = read_secret("vault.token", &config.vault.token)?;
+    let addr = vault_bootstrap::VaultAddr::parse(&config.vault.address)
+        .map_err(|e| invalid("vault.address", e))?;
+    let mut conn =
+        vault_bootstrap::Connection::new(addr).with_namespace(config.vault.namespace.clone());
+    if let Some(ca) = &config.vault.ca_cert {
+        conn = conn
+            .with_ca_cert_file(ca)
+            .map_err(|e| invalid("vault.ca-cert", e))?;
+    }
+    vault_bootstrap::HttpVault::new(conn, Some(&token)).map_err(|e| invalid("vault", e))
+}
+
+/// Step 1's connection: loads the module, finds the token by label and logs in once.
+async fn open_hsm(config: &Config, pin: SecretString) -> anyhow::Result<hsm_core::HsmAdminService> {
+    let module_path = config.hsm.module.clone();
+    let label = hsm_core::TokenLabel::new(config.hsm.token_label.clone())
+        .map_err(|e| invalid("hsm.token-label", e))?;
+    let token = tokio::task::spawn_blocking(move || {
+        let module = hsm_core::Module::load(&module_path)?;
+        hsm_core::HsmToken::open(&module, &label, pin, hsm_core::TokenOptions::default())
+    })
+    .await
+    .context("opening the HSM token")?
+    .map_err(|source| mesh_install::Error::Hsm {
+        step: Step::HsmSlot,
+        source,
+    })?;
+    Ok(hsm_core::HsmAdminService::new(Arc::new(token)))
+}
+
+/// Prints the report (text or JSON) to stdout.
+pub(crate) fn print_report(report: &FlowReport, json: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(report)?)?;
+    } else {
+        write!(out, "{report}")?;
+        let changed = report
+            .changes()
+            .filter(|(_, c)| c.outcome.is_change())
+            .count();
+        let verb = if report.dry_run {
+            "would change"
+        } else {
+            "changed"
+        };
+        writeln!(out, "\n{changed} object(s) {verb}.")?;
+    }
+    Ok(())
+}

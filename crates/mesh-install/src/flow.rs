@@ -1,0 +1,757 @@
+//! The flow: the built steps of the guide, run in order over the HSM, Vault and Kubernetes
+//! ports, each planned (dry run) or applied idempotently, combined into one [`FlowReport`].
+
+use std::fmt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hsm_core::{CaId, HsmAdmin, ImportPolicy, KekId};
+use k8s_bootstrap::ingress::IntegratedLb;
+use k8s_bootstrap::vault_auth::{
+    ClusterEndpoint, Output, ReviewerToken, VaultAuthMaterial, VaultAuthSpec,
+};
+use k8s_bootstrap::wait::WaitOptions;
+use k8s_bootstrap::{CertificatePem, ClusterSuffix, Kube};
+use mesh_common::{Mode, Outcome};
+use secrecy::SecretString;
+use serde::Serialize;
+use vault_bootstrap::{BootstrapSpec, KubernetesAuthConfig, SecretFields, Vault};
+
+use crate::config::{Config, IngressMode};
+use crate::steps::Step;
+use crate::{Error, Result};
+
+/// The steps this crate can run today, in order. The others (0, 6, 9, 10, 11) are reported as
+/// not built.
+pub const BUILT: [Step; 9] = [
+    Step::HsmSlot,
+    Step::Kek,
+    Step::RootImport,
+    Step::VaultKubeAuth,
+    Step::VaultSetup,
+    Step::ControlPlaneResources,
+    Step::WebhookService,
+    Step::Injection,
+    Step::ExternalIp,
+];
+
+/// True when the flow can run `step`.
+pub fn is_built(step: Step) -> bool {
+    BUILT.contains(&step)
+}
+
+/// The system a change is made in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Plane {
+    /// Objects on the HSM token.
+    Hsm,
+    /// Vault configuration.
+    Vault,
+    /// Kubernetes objects.
+    Cluster,
+    /// Local files.
+    Files,
+}
+
+impl fmt::Display for Plane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Hsm => "hsm",
+            Self::Vault => "vault",
+            Self::Cluster => "cluster",
+            Self::Files => "files",
+        })
+    }
+}
+
+/// One object a step manages and what happened to it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// Where the object lives.
+    pub plane: Plane,
+    /// The object, as text (`KEK asm-kek`, `policy asm-c1-hsm-policy`, `namespace vault`).
+    pub object: String,
+    /// What was (or would be) done.
+    pub outcome: Outcome,
+    /// Settings that differed (names only, never values).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<String>,
+}
+
+/// How a step ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// It ran; see its changes.
+    Done,
+    /// Left out on purpose (not selected, or nothing configured for it).
+    Skipped,
+    /// It could not run because an earlier, not yet built step creates what it needs.
+    Blocked,
+    /// The step is not implemented yet.
+    NotBuilt,
+    /// It failed; the run stopped here.
+    Failed,
+    /// Not reached because an earlier step failed.
+    NotRun,
+}
+
+impl fmt::Display for StepStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Done => "done",
+            Self::Skipped => "skipped",
+            Self::Blocked => "blocked",
+            Self::NotBuilt => "not built yet",
+            Self::Failed => "failed",
+            Self::NotRun => "not run",
+        })
+    }
+}
+
+/// One step's part of the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepReport {
+    /// The guide's step number.
+    pub number: u8,
+    /// The step.
+    pub step: Step,
+    /// Its title.
+    pub title: &'static str,
+    /// How it ended.
+    pub status: StepStatus,
+    /// The objects it manages, in order.
+    pub changes: Vec<Change>,
+    /// Things worth the operator's attention.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// A one-line explanation (why skipped, blocked or failed; what was checked).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// Wall time, in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+impl StepReport {
+    fn new(step: Step, status: StepStatus, detail: impl Into<String>) -> Self {
+        Self {
+            number: step.number(),
+            step,
+            title: step.title(),
+            status,
+            changes: Vec::new(),
+            warnings: Vec::new(),
+            detail: detail.into(),
+            elapsed_ms: 0,
+        }
+    }
+
+    /// True when every change is `Unchanged`.
+    pub fn is_unchanged(&self) -> bool {
+        self.changes.iter().all(|c| !c.outcome.is_change())
+    }
+}
+
+/// The combined report of a run: every step of the guide, in order.
+#[derive(Clone, Debug, Serialize)]
+pub struct FlowReport {
+    /// True for a dry run.
+    pub dry_run: bool,
+    /// One entry per guide step (0 to 13).
+    pub steps: Vec<StepReport>,
+}
+
+impl FlowReport {
+    /// True when nothing changed (or would change).
+    pub fn is_unchanged(&self) -> bool {
+        self.steps.iter().all(StepReport::is_unchanged)
+    }
+
+    /// Every change, with its step.
+    pub fn changes(&self) -> impl Iterator<Item = (Step, &Change)> {
+        self.steps
+            .iter()
+            .flat_map(|s| s.changes.iter().map(move |c| (s.step, c)))
+    }
+
+    /// The report of one step.
+    pub fn step(&self, step: Step) -> Option<&StepReport> {
+        self.steps.iter().find(|s| s.step == step)
+    }
+}
+
+impl fmt::Display for FlowReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for s in &self.steps {
+            writeln!(
+                f,
+                "{:>2}  {:<48} {:<14} {}",
+                s.number,
+                s.title,
+                s.status.to_string(),
+                s.detail
+            )?;
+            for c in &s.changes {
+                write!(
+                    f,
+                    "      {:<13} {:<8} {}",
+                    c.outcome.to_string(),
+                    c.plane,
+                    c.object
+                )?;
+                if !c.differences.is_empty() {
+                    write!(f, " ({})", c.differences.join(", "))?;
+                }
+                writeln!(f)?;
+            }
+            for w in &s.warnings {
+                writeln!(f, "      warning: {w}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A failed run: the report up to the failure (the failed step marked) and the error.
+#[derive(Debug, thiserror::Error)]
+#[error("the install flow stopped")]
+pub struct Failure {
+    /// What was done before the failure.
+    pub report: FlowReport,
+    /// The cause.
+    #[source]
+    pub error: Error,
+}
+
+/// What the flow tells its caller while it runs (for progress display).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// A step starts.
+    Started(Step),
+    /// A long wait inside a step made progress.
+    Progress {
+        /// The step.
+        step: Step,
+        /// What it is waiting for.
+        message: String,
+    },
+    /// A step ended (also for skipped and not-built steps).
+    Finished(&'a StepReport),
+}
+
+/// The backends the steps talk to; a run that selects only some steps needs only their
+/// backends (`None` fails a step that needs it with [`Error::NotConnected`]).
+#[derive(Clone, Copy, Default)]
+pub struct Ports<'a> {
+    /// The HSM token, logged in (steps 1-3).
+    pub hsm: Option<&'a dyn HsmAdmin>,
+    /// Vault, with an operator token (step 5).
+    pub vault: Option<&'a dyn Vault>,
+    /// The cluster (steps 4, 7, 8, 12, 13).
+    pub kube: Option<&'a dyn Kube>,
+}
+
+impl<'a> Ports<'a> {
+    fn hsm(&self, step: Step) -> Result<&'a dyn HsmAdmin> {
+        self.hsm.ok_or(Error::NotConnected {
+            step,
+            backend: "the HSM",
+        })
+    }
+
+    fn vault(&self, step: Step) -> Result<&'a dyn Vault> {
+        self.vault.ok_or(Error::NotConnected {
+            step,
+            backend: "Vault",
+        })
+    }
+
+    fn kube(&self, step: Step) -> Result<&'a dyn Kube> {
+        self.kube.ok_or(Error::NotConnected {
+            step,
+            backend: "the cluster",
+        })
+    }
+}
+
+/// Inputs read from files or the environment that the flow needs besides the configuration.
+#[derive(Clone, Debug)]
+pub struct Inputs {
+    /// The API server address and CA as Vault will reach it (from the kubeconfig); needed by
+    /// steps 4 and 5.
+    pub endpoint: Option<ClusterEndpoint>,
+    /// The HSM user PIN, stored in Vault in step 5.
+    pub pin: Option<SecretString>,
+}
+
+/// Everything the built steps need, resolved and validated.
+#[derive(Clone, Debug)]
+pub struct FlowSpec {
+    /// The token label (for reports).
+    pub token_label: String,
+    /// Step 2's KEK.
+    pub kek_id: KekId,
+    /// Step 3's anchor id.
+    pub ca_id: CaId,
+    /// Step 3's root certificate (PEM or DER); `None` leaves step 3 out.
+    pub root_cert: Option<Vec<u8>>,
+    /// Step 4.
+    pub vault_auth: VaultAuthSpec,
+    /// Step 4's cluster endpoint, handed to Vault in step 5.
+    pub endpoint: Option<ClusterEndpoint>,
+    /// Step 5 (its Kubernetes auth configuration is completed from step 4; without a PIN
+    /// its secret is `None` and step 5 refuses to run).
+    pub vault: BootstrapSpec,
+    /// Step 7's Vault CA; `None` fails step 7 with a hint.
+    pub vault_ca: Option<CertificatePem>,
+    /// Steps 8, 12.
+    pub revision: String,
+    /// Step 12.
+    pub inject_namespaces: Vec<String>,
+    /// Step 12's wait for pods.
+    pub inject_wait: WaitOptions,
+    /// Step 13; `None` leaves it out.
+    pub ingress: Option<IntegratedLb>,
+}
+
+impl FlowSpec {
+    /// Builds the spec from a validated configuration, reading the files it names (root
+    /// certificate, Vault CA, HSM credential files).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] and [`Error::ReadFile`] naming the field or file.
+    pub fn from_config(config: &Config, inputs: Inputs) -> Result<Self> {
+        let invalid = |field: &str, reason: String| Error::InvalidConfig {
+            field: field.to_owned(),
+            reason,
+        };
+        let suffix = ClusterSuffix::new(config.cluster.suffix.clone())
+            .map_err(|e| invalid("cluster.suffix", e.to_string()))?;
+        let kek_id = KekId::new(config.hsm.kek_id.clone())
+            .map_err(|e| invalid("hsm.kek-id", e.to_string()))?;
+        let ca_id =
+            CaId::new(config.hsm.ca_id.clone()).map_err(|e| invalid("hsm.ca-id", e.to_string()))?;
+        let root_cert = config
+            .root_ca
+            .cert
+            .as_deref()
+            .map(|p| read_file("the root CA certificate (root-ca.cert)", p))
+            .transpose()?;
+        let vault_ca = config
+            .vault
+            .ca_cert
+            .as_deref()
+            .map(|p| {
+                CertificatePem::from_file(p).map_err(|e| invalid("vault.ca-cert", e.to_string()))
+            })
+            .transpose()?;
+
+        let mut fields = SecretFields::new();
+        let have_pin = inputs.pin.is_some();
+        if let Some(pin) = inputs.pin {
+            fields.insert(vault_bootstrap::fields::PIN, pin);
+        }
+        for (name, what, path) in [
+            (
+                vault_bootstrap::fields::CLIENT_CERT,
+                "the HSM client certificate (vault.hsm-client-cert)",
+                &config.vault.hsm_client_cert,
+            ),
+            (
+                vault_bootstrap::fields::CLIENT_KEY,
+                "the HSM client key (vault.hsm-client-key)",
+                &config.vault.hsm_client_key,
+            ),
+            (
+                vault_bootstrap::fields::SERVER_CERT,
+                "the HSM server certificate (vault.hsm-server-cert)",
+                &config.vault.hsm_server_cert,
+            ),
+        ] {
+            if let Some(path) = path {
+                let text = String::from_utf8_lossy(&read_file(what, path)?).into_owned();
+                fields.insert(name, SecretString::from(text));
+            }
+        }
+        let vault = BootstrapSpec::for_cluster(
+            suffix.as_str(),
+            KubernetesAuthConfig::default(),
+            have_pin.then_some(fields),
+        )
+        .map_err(|e| invalid("cluster.suffix", e.to_string()))?;
+
+        let vault_auth = VaultAuthSpec {
+            suffix,
+            token: ReviewerToken::default(),
+            output: Output::Return,
+            wait: WaitOptions {
+                timeout: Duration::from_secs(60),
+                interval: Duration::from_millis(500),
+            },
+        };
+
+        let ingress = match config.ingress.mode {
+            IngressMode::None => None,
+            IngressMode::Integrated => {
+                Some(IntegratedLb::field(config.ingress.ip.ok_or_else(|| {
+                    invalid("ingress.ip", "integrated mode needs an address".to_owned())
+                })?))
+            }
+        };
+        Ok(Self {
+            token_label: config.hsm.token_label.clone(),
+            kek_id,
+            ca_id,
+            root_cert,
+            vault_auth,
+            endpoint: inputs.endpoint,
+            vault,
+            vault_ca,
+            revision: config.cluster.revision.clone(),
+            inject_namespaces: config.injection.namespaces.clone(),
+            inject_wait: WaitOptions {
+                timeout: Duration::from_secs(config.injection.wait_seconds),
+                interval: Duration::from_millis(500),
+            },
+            ingress,
+        })
+    }
+}
+
+fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| Error::ReadFile {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// What one step produced for the next ones.
+#[derive(Default)]
+struct Carry {
+    material: Option<VaultAuthMaterial>,
+    step4_ran: bool,
+}
+
+/// Runs the built steps among `selection` in the guide's order under `mode`.
+///
+/// Steps not selected are reported `Skipped`, unbuilt ones `NotBuilt`. The first failing step
+/// stops the run: it is reported `Failed`, the rest `NotRun`, and the error comes back with the
+/// report. Every step is idempotent, so running again after a failure resumes the work.
+///
+/// # Errors
+/// A [`Failure`] holding the partial report and the step's error.
+pub async fn run(
+    spec: &FlowSpec,
+    ports: Ports<'_>,
+    selection: &[Step],
+    mode: Mode,
+    events: &mut (dyn FnMut(Event<'_>) + Send),
+) -> std::result::Result<FlowReport, Box<Failure>> {
+    let mut report = FlowReport {
+        dry_run: mode.is_dry_run(),
+        steps: Vec::with_capacity(Step::ALL.len()),
+    };
+    let mut carry = Carry::default();
+    let mut failed: Option<Error> = None;
+    for step in Step::ALL {
+        let entry = if failed.is_some() {
+            StepReport::new(step, StepStatus::NotRun, "an earlier step failed")
+        } else if !is_built(step) {
+            StepReport::new(step, StepStatus::NotBuilt, not_built_reason(step))
+        } else if !selection.contains(&step) {
+            StepReport::new(step, StepStatus::Skipped, "not selected")
+        } else {
+            events(Event::Started(step));
+            let started = Instant::now();
+            let mut entry = match run_step(step, spec, ports, mode, &mut carry, events).await {
+                Ok(entry) => entry,
+                Err(error) => {
+                    let mut entry = StepReport::new(step, StepStatus::Failed, error.to_string());
+                    entry.detail = error_chain(&error);
+                    failed = Some(error);
+                    entry
+                }
+            };
+            entry.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            entry
+        };
+        events(Event::Finished(&entry));
+        report.steps.push(entry);
+    }
+    match failed {
+        Some(error) => Err(Box::new(Failure { report, error })),
+        None => Ok(report),
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn not_built_reason(step: Step) -> &'static str {
+    match step {
+        Step::Prerequisites => "pre-flight checks are not built yet",
+        Step::Download => "release download and signature check are not built yet",
+        Step::Install => "the install port (istioctl or the emulated istiod) is not built yet",
+        Step::SignCa => "the CSR hand-off needs istiod's CSR Secret (step 9), not built yet",
+        Step::Verify => "verification needs a running istiod (step 9), not built yet",
+        _ => "not built yet",
+    }
+}
+
+fn kube_changes(report: k8s_bootstrap::Report, entry: &mut StepReport) {
+    for c in report.changes {
+        let plane = if c.resource.starts_with('/') {
+            Plane::Files
+        } else {
+            Plane::Cluster
+        };
+        entry.changes.push(Change {
+            plane,
+            object: c.resource,
+            outcome: c.action,
+            differences: Vec::new(),
+        });
+    }
+    entry.warnings.extend(report.warnings);
+}
+
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per guide step, read top to bottom in the guide's order"
+)]
+async fn run_step(
+    step: Step,
+    spec: &FlowSpec,
+    ports: Ports<'_>,
+    mode: Mode,
+    carry: &mut Carry,
+    events: &mut (dyn FnMut(Event<'_>) + Send),
+) -> Result<StepReport> {
+    let mut entry = StepReport::new(step, StepStatus::Done, "");
+    let hsm = |source| Error::Hsm { step, source };
+    let kube = |source| Error::Kube { step, source };
+    match step {
+        Step::HsmSlot => {
+            match ports.hsm(step)?.health().await {
+                hsm_core::Health::Ready => {}
+                hsm_core::Health::PinRejected(rv) => {
+                    return Err(hsm(hsm_core::Error::PinRejected {
+                        label: spec.token_label.clone(),
+                        rv,
+                    }));
+                }
+            }
+            let keks = ports.hsm(step)?.list_keks().await.map_err(hsm)?;
+            entry.detail = format!(
+                "token {} found by label, user logged in ({} KEK(s) on it)",
+                spec.token_label,
+                keks.len()
+            );
+            entry.changes.push(Change {
+                plane: Plane::Hsm,
+                object: format!("token {} (user session)", spec.token_label),
+                outcome: Outcome::Unchanged,
+                differences: Vec::new(),
+            });
+        }
+        Step::Kek => {
+            let outcome = ports
+                .hsm(step)?
+                .ensure_kek(spec.kek_id.clone(), mode)
+                .await
+                .map_err(hsm)?;
+            entry.changes.push(Change {
+                plane: Plane::Hsm,
+                object: format!("KEK {}", spec.kek_id),
+                outcome,
+                differences: Vec::new(),
+            });
+        }
+        Step::RootImport => {
+            let Some(cert) = &spec.root_cert else {
+                return Ok(StepReport::new(
+                    step,
+                    StepStatus::Skipped,
+                    "no root certificate configured (root-ca.cert)",
+                ));
+            };
+            let outcome = ports
+                .hsm(step)?
+                .import_ca_cert(
+                    spec.ca_id.clone(),
+                    cert.clone(),
+                    ImportPolicy::KeepExisting,
+                    mode,
+                )
+                .await
+                .map_err(hsm)?;
+            entry.changes.push(Change {
+                plane: Plane::Hsm,
+                object: format!("CA anchor {}", spec.ca_id),
+                outcome,
+                differences: Vec::new(),
+            });
+        }
+        Step::VaultKubeAuth => {
+            let endpoint = spec.endpoint.as_ref().ok_or(Error::MissingInput {
+                step,
+                what: "the API server address and CA",
+                hint: "set cluster.kubeconfig (or KUBECONFIG)",
+            })?;
+            let out = k8s_bootstrap::vault_auth::prepare_vault_auth(
+                ports.kube(step)?,
+                &spec.vault_auth,
+                endpoint,
+                mode,
+            )
+            .await
+            .map_err(kube)?;
+            kube_changes(out.report, &mut entry);
+            entry.detail = format!(
+                "reviewer JWT for vault/default, API server {}",
+                endpoint.addr
+            );
+            carry.material = out.material;
+            carry.step4_ran = true;
+        }
+        Step::VaultSetup => {
+            if !carry.step4_ran {
+                return Err(Error::MissingInput {
+                    step,
+                    what: "the reviewer JWT of step 4",
+                    hint: "run step 4 in the same invocation (`meshca vault setup` does)",
+                });
+            }
+            let (Some(endpoint), Some(_)) = (&spec.endpoint, &spec.vault.secret) else {
+                return Err(Error::MissingInput {
+                    step,
+                    what: "the HSM PIN and the cluster endpoint",
+                    hint: "set hsm.pin and cluster.kubeconfig",
+                });
+            };
+            let mut vault = spec.vault.clone();
+            vault.auth.config = KubernetesAuthConfig {
+                kubernetes_host: endpoint.addr.clone(),
+                kubernetes_ca_cert: Some(endpoint.ca.as_str().to_owned()),
+                // In a dry run no token is issued; the server compares the JWT by presence
+                // only, and nothing is written, so a stand-in gives the same plan.
+                token_reviewer_jwt: Some(carry.material.as_ref().map_or_else(
+                    || SecretString::from("dry-run"),
+                    |m| m.token_reviewer_jwt.clone(),
+                )),
+                disable_local_ca_jwt: true,
+                ..KubernetesAuthConfig::default()
+            };
+            let report = vault_bootstrap::apply(ports.vault(step)?, &vault, mode)
+                .await
+                .map_err(|source| Error::Vault { step, source })?;
+            for c in report.changes {
+                entry.changes.push(Change {
+                    plane: Plane::Vault,
+                    object: format!("{} {}", c.kind, c.object),
+                    outcome: c.outcome,
+                    differences: c.differences,
+                });
+            }
+            entry.detail = format!("login path {}", vault.login_path());
+        }
+        Step::ControlPlaneResources => {
+            let Some(ca) = &spec.vault_ca else {
+                return Err(Error::MissingInput {
+                    step,
+                    what: "Vault's CA certificate",
+                    hint: "set vault.ca-cert",
+                });
+            };
+            let report = k8s_bootstrap::control_plane::ensure_vault_tls_configmap(
+                ports.kube(step)?,
+                ca,
+                mode,
+            )
+            .await
+            .map_err(kube)?;
+            kube_changes(report, &mut entry);
+        }
+        Step::WebhookService => {
+            let report = k8s_bootstrap::control_plane::ensure_istiod_service(
+                ports.kube(step)?,
+                &spec.revision,
+                mode,
+            )
+            .await
+            .map_err(kube)?;
+            kube_changes(report, &mut entry);
+        }
+        Step::Injection => {
+            if spec.inject_namespaces.is_empty() {
+                return Ok(StepReport::new(
+                    step,
+                    StepStatus::Skipped,
+                    "no namespaces configured (injection.namespaces)",
+                ));
+            }
+            for ns in &spec.inject_namespaces {
+                let mut on_progress = |p: &k8s_bootstrap::wait::Progress| {
+                    events(Event::Progress {
+                        step,
+                        message: format!(
+                            "{ns}: {}/{} pods on revision {}",
+                            p.ready, p.total, spec.revision
+                        ),
+                    });
+                };
+                let report = k8s_bootstrap::injection::enable_injection(
+                    ports.kube(step)?,
+                    ns,
+                    &spec.revision,
+                    spec.inject_wait,
+                    mode,
+                    &mut on_progress,
+                )
+                .await
+                .map_err(kube)?;
+                kube_changes(report, &mut entry);
+            }
+        }
+        Step::ExternalIp => {
+            let Some(lb) = &spec.ingress else {
+                return Ok(StepReport::new(
+                    step,
+                    StepStatus::Skipped,
+                    "ingress.mode is none",
+                ));
+            };
+            match k8s_bootstrap::ingress::ensure_load_balancer_ip(ports.kube(step)?, lb, mode).await
+            {
+                Ok(report) => kube_changes(report, &mut entry),
+                Err(k8s_bootstrap::Error::NotFound { object, hint }) => {
+                    entry.status = StepStatus::Blocked;
+                    entry.detail = format!("{object} does not exist: {hint}");
+                }
+                Err(source) => return Err(kube(source)),
+            }
+        }
+        Step::Prerequisites | Step::Download | Step::Install | Step::SignCa | Step::Verify => {
+            return Ok(StepReport::new(
+                step,
+                StepStatus::NotBuilt,
+                not_built_reason(step),
+            ));
+        }
+    }
+    Ok(entry)
+}
+
+#[cfg(test)]
+mod tests;

@@ -19,6 +19,7 @@
 //! ```
 
 mod error;
+pub mod istiod;
 pub mod kube;
 mod openbao;
 mod secret_file;

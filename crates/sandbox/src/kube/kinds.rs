@@ -616,8 +616,9 @@ fn pod(old: Option<&Value>, obj: &mut Value, ctx: &Ctx<'_>, causes: &mut Vec<Cau
     pod_spec_defaults(&mut obj["spec"], "spec", causes);
     set_default(&mut obj["spec"], "serviceAccountName", json!("default"));
     set_default(&mut obj["spec"], "nodeName", json!(ctx.node_name));
-    if let Some(old) = old {
-        obj["status"] = old["status"].clone();
+    if old.is_some() {
+        // An update's status is settled by the caller: kept by `keep_status`, or replaced
+        // through the status subresource.
         return;
     }
     let containers = obj["spec"]["containers"]

@@ -551,3 +551,40 @@ async fn apply_removes_fields_the_manager_stopped_applying_but_keeps_others() {
     assert_eq!(code, 409);
     assert!(message.contains("conflict with \"other\""), "{message}");
 }
+
+#[tokio::test]
+async fn pod_status_is_written_through_its_subresource_and_kept_by_spec_updates() {
+    let server = ApiServer::start().unwrap();
+    let client = client(&server).await;
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "probe"},
+        "spec": {"containers": [{"name": "c", "image": "busybox"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+
+    let status = json!({"status": {"phase": "Running", "conditions": [
+        {"type": "Ready", "status": "False", "reason": "WaitingForCa"}
+    ]}});
+    pods.patch_status("probe", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    let read = pods.get("probe").await.unwrap();
+    let conditions = read.status.as_ref().unwrap().conditions.as_ref().unwrap();
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason.as_deref() == Some("WaitingForCa")),
+        "{conditions:?}"
+    );
+
+    // A label change through the main resource leaves the status alone.
+    let labels = json!({"metadata": {"labels": {"touched": "yes"}}});
+    pods.patch("probe", &PatchParams::default(), &Patch::Merge(&labels))
+        .await
+        .unwrap();
+    let read = pods.get("probe").await.unwrap();
+    assert_eq!(read.status.unwrap().phase.as_deref(), Some("Running"));
+}

@@ -1,4 +1,4 @@
-//! The built steps of the guide (1, 2, 3, 4, 5, 7, 8, 12) as one flow through `mesh-install`,
+//! The built steps of the guide (0-8, 12, 13) as one flow through `mesh-install`,
 //! in-process, against a SoftHSM2 token, a TLS OpenBao server and the emulated API server: a
 //! plan, an apply, and a second apply that changes nothing.
 
@@ -51,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
         Inputs {
             endpoint: Some(endpoint),
             pin: Some(hsm.user_pin().clone()),
+            tools: Vec::new(),
         },
     )?;
     spec.root_cert = Some(root.pem().into_bytes());

@@ -137,13 +137,27 @@ async fn flow(quiet: bool) -> anyhow::Result<DemoReport> {
         Progress::Lines
     };
     say(quiet, "meshca apply");
-    let apply = run::execute(&config, Overrides::default(), &BUILT, Mode::Apply, progress)
-        .await?
-        .map_err(|f| anyhow::Error::new(*f))?;
+    let apply = run::execute(
+        &config,
+        Overrides::default(),
+        None,
+        &BUILT,
+        Mode::Apply,
+        progress,
+    )
+    .await?
+    .map_err(|f| anyhow::Error::new(*f))?;
     say(quiet, "meshca apply, again: nothing may change");
-    let reapply = run::execute(&config, Overrides::default(), &BUILT, Mode::Apply, progress)
-        .await?
-        .map_err(|f| anyhow::Error::new(*f))?;
+    let reapply = run::execute(
+        &config,
+        Overrides::default(),
+        None,
+        &BUILT,
+        Mode::Apply,
+        progress,
+    )
+    .await?
+    .map_err(|f| anyhow::Error::new(*f))?;
     let reapply_unchanged = reapply.is_unchanged();
     Ok(DemoReport {
         apply,

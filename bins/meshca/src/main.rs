@@ -1,5 +1,6 @@
 //! `meshca`: the operator CLI for installing a mesh whose CA key is protected by an HSM.
 
+mod ca;
 mod demo;
 mod run;
 
@@ -52,6 +53,9 @@ struct Cli {
     /// Overrides `hsm.token-label`.
     #[arg(long, global = true, env = "MESHCA_TOKEN_LABEL")]
     token_label: Option<String>,
+    /// Overrides `audit.log` (default: meshca-audit.jsonl next to the configuration).
+    #[arg(long, global = true, env = "MESHCA_AUDIT_LOG")]
+    audit_log: Option<PathBuf>,
     /// Read everything, change nothing, report what would change.
     #[arg(long, global = true)]
     dry_run: bool,
@@ -79,6 +83,9 @@ enum Command {
     Plan,
     /// Run every built step in order, idempotently (a re-run resumes after a failure).
     Apply,
+    /// Drift and health: plan against the live HSM, Vault and cluster and check every managed
+    /// object (exit 1 on drift or a failed check).
+    Status,
     /// HSM steps.
     #[command(subcommand)]
     Hsm(HsmCommand),
@@ -88,9 +95,68 @@ enum Command {
     /// Cluster steps.
     #[command(subcommand)]
     K8s(K8sCommand),
+    /// Mesh release and install steps.
+    #[command(subcommand)]
+    Mesh(MeshCommand),
+    /// istiod CA signing (step 10) with a software root key.
+    #[command(subcommand)]
+    Ca(CaCommand),
     /// Run the flow end to end on this machine against a fresh SoftHSM2 token, a real OpenBao
     /// server and the emulated cluster (the parts that are built).
     Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum MeshCommand {
+    /// Step 6: check a downloaded release against its detached ECDSA signature (exit 1 when it
+    /// does not match).
+    VerifyRelease {
+        /// The downloaded archive.
+        #[arg(long)]
+        file: PathBuf,
+        /// The detached DER signature.
+        #[arg(long)]
+        signature: PathBuf,
+        /// The release signing public key (PEM).
+        #[arg(long)]
+        public_key: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CaCommand {
+    /// Show the review of istiod's CSR (subject, SANs, key, extensions, policy violations);
+    /// exit 1 when it breaks the istiod CA policy.
+    Inspect {
+        /// The CSR (PEM or DER).
+        #[arg(long)]
+        csr: PathBuf,
+        /// The mesh trust domain.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+    },
+    /// Review and sign istiod's CSR with the root key, verify the chain, then write
+    /// ca-cert.pem, cert-chain.pem, root-cert.pem and the istio-ca-cert Secret manifest.
+    Sign {
+        /// The CSR (PEM or DER).
+        #[arg(long)]
+        csr: PathBuf,
+        /// The root certificate (PEM or DER).
+        #[arg(long)]
+        root_cert: PathBuf,
+        /// The root private key (PEM, PKCS#8 or encrypted PKCS#8).
+        #[arg(long)]
+        root_key: PathBuf,
+        /// A file (owner-only) holding the root key's passphrase.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// The output directory.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// The mesh trust domain.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,6 +230,44 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Demo => {
             return demo::run(cli.output == Output::Json, cli.quiet);
         }
+        Command::Status => {
+            return status(cli);
+        }
+        Command::Mesh(MeshCommand::VerifyRelease {
+            file,
+            signature,
+            public_key,
+        }) => {
+            let release = mesh_install::flow::ReleaseFiles {
+                file: file.clone(),
+                signature: signature.clone(),
+                public_key: public_key.clone(),
+            };
+            ca::verify_release_files(&release, cli.output == Output::Json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Ca(CaCommand::Inspect { csr, trust_domain }) => {
+            return ca::inspect(csr, trust_domain, cli.output == Output::Json);
+        }
+        Command::Ca(CaCommand::Sign {
+            csr,
+            root_cert,
+            root_key,
+            passphrase_file,
+            out,
+            trust_domain,
+        }) => {
+            let args = ca::SignArgs {
+                csr,
+                root_cert,
+                root_key,
+                passphrase_file: passphrase_file.as_deref(),
+                out,
+                trust_domain,
+            };
+            ca::sign(&args, cli.output == Output::Json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Plan | Command::Apply => &BUILT,
         Command::Hsm(HsmCommand::Init) => &[Step::HsmSlot, Step::Kek, Step::RootImport],
         Command::Vault(VaultCommand::Setup) => &[Step::VaultKubeAuth, Step::VaultSetup],
@@ -183,17 +287,11 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         run::Progress::Lines
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let overrides = Overrides {
-        kubeconfig: cli.kubeconfig.clone(),
-        context: cli.context.clone(),
-        revision: cli.revision.clone(),
-        vault_address: cli.vault_addr.clone(),
-        hsm_module: cli.hsm_module.clone(),
-        token_label: cli.token_label.clone(),
-    };
+    let overrides = overrides(cli);
     let outcome = runtime.block_on(run::execute(
         &cli.config,
         overrides,
+        cli.audit_log.as_deref(),
         selection,
         mode,
         progress,
@@ -208,6 +306,45 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Err(anyhow::Error::new(*failure))
         }
     }
+}
+
+fn overrides(cli: &Cli) -> Overrides {
+    Overrides {
+        kubeconfig: cli.kubeconfig.clone(),
+        context: cli.context.clone(),
+        revision: cli.revision.clone(),
+        vault_address: cli.vault_addr.clone(),
+        hsm_module: cli.hsm_module.clone(),
+        token_label: cli.token_label.clone(),
+    }
+}
+
+/// `meshca status`: the flow as a dry run, one check per managed object.
+fn status(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let outcome = runtime.block_on(run::execute(
+        &cli.config,
+        overrides(cli),
+        None,
+        &BUILT,
+        Mode::DryRun,
+        run::Progress::Quiet,
+    ))?;
+    let (report, failure) = match outcome {
+        Ok(report) => (report, None),
+        Err(failure) => (failure.report.clone(), Some(failure)),
+    };
+    let checks = mesh_install::status::checks(&report);
+    let clean = mesh_install::status::is_clean(&checks);
+    run::print_status(&checks, clean, cli.output == Output::Json)?;
+    if let Some(failure) = failure {
+        return Err(anyhow::Error::new(*failure));
+    }
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn init(path: &Path, force: bool) -> anyhow::Result<()> {

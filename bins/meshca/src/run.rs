@@ -59,22 +59,92 @@ fn invalid(field: &str, reason: impl std::fmt::Display) -> mesh_install::Error {
     }
 }
 
+/// The tools step 0 reports on, looked up on `PATH`.
+fn tools() -> Vec<flow::Tool> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    [
+        ("istioctl", "step 9 (control-plane install)"),
+        ("kubectl", "inspecting the cluster by hand"),
+    ]
+    .into_iter()
+    .map(|(name, used_for)| flow::Tool {
+        name: name.to_owned(),
+        path: std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file()),
+        used_for,
+    })
+    .collect()
+}
+
 fn needs(selection: &[Step], steps: &[Step]) -> bool {
     selection.iter().any(|s| steps.contains(s))
 }
 
+/// Where the audit log goes: the flag or environment, then `audit.log`, then
+/// `meshca-audit.jsonl` next to the configuration file.
+pub(crate) fn audit_path(config_path: &Path, config: &Config, flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_owned)
+        .or_else(|| config.audit.log.clone())
+        .unwrap_or_else(|| {
+            config_path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or_else(|| Path::new("."))
+                .join("meshca-audit.jsonl")
+        })
+}
+
+/// Appends the audit records of `report` (created and updated objects only) to `path` as JSON
+/// lines, creating it owner-only. A dry run writes nothing.
+pub(crate) fn append_audit(path: &Path, report: &FlowReport) -> anyhow::Result<usize> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let records = mesh_install::audit::records(report, &jiff::Timestamp::now().to_string());
+    if records.is_empty() {
+        return Ok(0);
+    }
+    let mut text = String::new();
+    for record in &records {
+        text.push_str(&serde_json::to_string(record)?);
+        text.push('\n');
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| {
+            format!(
+                "opening the audit log {}; set audit.log or --audit-log",
+                path.display()
+            )
+        })?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("appending to the audit log {}", path.display()))?;
+    Ok(records.len())
+}
+
 /// Loads `config_path`, connects what `selection` needs and runs the flow under `mode`.
 /// Returns the report, or the error with the partial report (already printed by the caller).
+/// The changes of an applied run (also of a failed one) are appended to the audit log.
 pub(crate) async fn execute(
     config_path: &Path,
     overrides: Overrides,
+    audit_log: Option<&Path>,
     selection: &[Step],
     mode: Mode,
     progress: Progress,
 ) -> anyhow::Result<Result<FlowReport, Box<flow::Failure>>> {
     let config = Config::load(config_path)?.with_overrides(overrides)?;
-    let hsm_steps = [Step::HsmSlot, Step::Kek, Step::RootImport];
+    let audit = audit_path(config_path, &config, audit_log);
+    let hsm_steps = [
+        Step::Prerequisites,
+        Step::HsmSlot,
+        Step::Kek,
+        Step::RootImport,
+    ];
     let kube_steps = [
+        Step::Prerequisites,
         Step::VaultKubeAuth,
         Step::VaultSetup,
         Step::ControlPlaneResources,
@@ -85,7 +155,13 @@ pub(crate) async fn execute(
 
     let pin = if needs(
         selection,
-        &[Step::HsmSlot, Step::Kek, Step::RootImport, Step::VaultSetup],
+        &[
+            Step::Prerequisites,
+            Step::HsmSlot,
+            Step::Kek,
+            Step::RootImport,
+            Step::VaultSetup,
+        ],
     ) {
         Some(read_secret("hsm.pin", &config.hsm.pin)?)
     } else {
@@ -98,7 +174,7 @@ pub(crate) async fn execute(
     } else {
         (None, None)
     };
-    let vault_client = if needs(selection, &[Step::VaultSetup]) {
+    let vault_client = if needs(selection, &[Step::Prerequisites, Step::VaultSetup]) {
         Some(connect_vault(&config)?)
     } else {
         None
@@ -108,7 +184,14 @@ pub(crate) async fn execute(
         _ => None,
     };
 
-    let spec = FlowSpec::from_config(&config, Inputs { endpoint, pin })?;
+    let spec = FlowSpec::from_config(
+        &config,
+        Inputs {
+            endpoint,
+            pin,
+            tools: tools(),
+        },
+    )?;
     let ports = Ports {
         hsm: hsm_admin.as_ref().map(|h| h as &dyn hsm_core::HsmAdmin),
         vault: vault_client
@@ -117,7 +200,18 @@ pub(crate) async fn execute(
         kube: kube_client.as_ref().map(|k| k as &dyn k8s_bootstrap::Kube),
     };
     let mut events = |event: Event<'_>| show(progress, mode, &event);
-    Ok(flow::run(&spec, ports, selection, mode, &mut events).await)
+    let outcome = flow::run(&spec, ports, selection, mode, &mut events).await;
+    let report = match &outcome {
+        Ok(report) => report,
+        Err(failure) => &failure.report,
+    };
+    if !mode.is_dry_run() {
+        let written = append_audit(&audit, report)?;
+        if written > 0 && progress != Progress::Quiet {
+            eprintln!("    {written} change(s) appended to {}", audit.display());
+        }
+    }
+    Ok(outcome)
 }
 
 fn show(progress: Progress, mode: Mode, event: &Event<'_>) {
@@ -221,6 +315,59 @@ pub(crate) fn print_report(report: &FlowReport, json: bool) -> anyhow::Result<()
             "changed"
         };
         writeln!(out, "\n{changed} object(s) {verb}.")?;
+    }
+    Ok(())
+}
+
+/// Prints `meshca status` checks: `linkerd check` style text, or JSON.
+pub(crate) fn print_status(
+    checks: &[mesh_install::status::Check],
+    clean: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    use mesh_install::status::CheckState;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let doc = serde_json::json!({ "clean": clean, "checks": checks });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        return Ok(());
+    }
+    let mut last = None;
+    for c in checks {
+        if last != Some(c.step) {
+            writeln!(
+                out,
+                "\n{}\n{}",
+                c.step,
+                "-".repeat(c.step.to_string().len())
+            )?;
+            last = Some(c.step);
+        }
+        let mark = match c.state {
+            CheckState::Ok => "\u{2714}",
+            CheckState::Drift | CheckState::Error => "\u{2718}",
+            CheckState::Warning => "\u{203c}",
+        };
+        match c.plane {
+            Some(plane) => writeln!(out, "{mark} {plane} {}", c.name)?,
+            None => writeln!(out, "{mark} {}", c.name)?,
+        }
+        if !c.hint.is_empty() {
+            writeln!(out, "    hint: {}", c.hint)?;
+        }
+    }
+    let failing = checks
+        .iter()
+        .filter(|c| matches!(c.state, CheckState::Drift | CheckState::Error))
+        .count();
+    if clean {
+        writeln!(out, "\nStatus: {} check(s) passed, no drift.", checks.len())?;
+    } else {
+        writeln!(
+            out,
+            "\nStatus: {failing} of {} check(s) failed.",
+            checks.len()
+        )?;
     }
     Ok(())
 }

@@ -59,8 +59,18 @@ fn demo_runs_the_built_steps_against_real_components() {
     );
     // ... and nothing changed the second time.
     assert_eq!(doc["reapply_unchanged"], true);
+    // Pre-flight ran its named checks; no release is configured in the demo.
+    assert_eq!(steps[0]["status"], "done", "{}", steps[0]);
+    let checks = steps[0]["checks"].as_array().unwrap();
+    for name in ["API server reachable", "Vault reachable"] {
+        assert!(
+            checks.iter().any(|c| c["name"] == name && c["ok"] == true),
+            "{name}: {checks:?}"
+        );
+    }
+    assert_eq!(steps[6]["status"], "skipped");
     // Every step not built says so instead of pretending.
-    for n in [0, 6, 9, 10, 11] {
+    for n in [9, 10, 11] {
         assert_eq!(steps[n]["status"], "not_built", "step {n}");
     }
     assert_eq!(steps[13]["status"], "blocked");
@@ -160,7 +170,7 @@ fn a_missing_pkcs11_module_exits_4() {
 struct Env {
     dir: tempfile::TempDir,
     hsm: sandbox::SoftHsm,
-    _bao: sandbox::OpenBao,
+    bao: sandbox::OpenBao,
     api: sandbox::kube::ApiServer,
     config: PathBuf,
 }
@@ -201,10 +211,23 @@ async fn sandbox_env() -> Env {
     Env {
         dir,
         hsm,
-        _bao: bao,
+        bao,
         api,
         config: path,
     }
+}
+
+fn meshca_output(env: &Env, args: &[&str]) -> std::process::Output {
+    Command::cargo_bin("meshca")
+        .unwrap()
+        .arg("--config")
+        .arg(&env.config)
+        .args(["--output", "json"])
+        .args(args)
+        .envs(env.hsm.child_env().unwrap())
+        .current_dir(env.dir.path())
+        .output()
+        .unwrap()
 }
 
 fn meshca(env: &Env, args: &[&str]) -> Value {
@@ -302,4 +325,452 @@ async fn apply_then_reapply_is_unchanged_and_dry_run_changes_nothing() {
     assert!(outcomes(&vault).iter().all(|o| o == "unchanged"));
     let hsm = meshca(&env, &["hsm", "init"]);
     assert_eq!(hsm["steps"][3]["changes"][0]["outcome"], "unchanged");
+}
+
+fn changed_objects(report: &Value) -> Vec<String> {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["changes"].as_array().unwrap().clone())
+        .filter(|c| c["outcome"] == "created" || c["outcome"] == "updated")
+        .map(|c| c["object"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn audit_objects(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let record: Value = serde_json::from_str(l).unwrap();
+            for key in ["time", "step", "plane", "object", "outcome"] {
+                assert!(record.get(key).is_some(), "{key} missing in {l}");
+            }
+            record["object"].as_str().unwrap().to_owned()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_appends_exactly_its_changes_to_the_audit_log_and_no_secret() {
+    let env = sandbox_env().await;
+    let audit = env.dir.path().join("meshca-audit.jsonl");
+    meshca(&env, &["plan"]);
+    assert!(!audit.exists(), "a dry run must not write the audit log");
+
+    let first = meshca(&env, &["apply"]);
+    let expected = changed_objects(&first);
+    assert!(expected.iter().any(|o| o == "KEK asm-kek"), "{expected:?}");
+    assert!(
+        expected.iter().any(|o| o.starts_with("policy ")),
+        "{expected:?}"
+    );
+    assert_eq!(audit_objects(&audit), expected);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&audit).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "audit log readable by others: {mode:o}");
+
+    // A re-apply changes nothing and so appends nothing.
+    meshca(&env, &["apply"]);
+    assert_eq!(audit_objects(&audit), expected);
+
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        !text.contains(env.hsm.user_pin().expose_secret()),
+        "PIN in the audit log"
+    );
+    assert!(
+        !text.contains(env.bao.root_token().expose_secret()),
+        "Vault token in the audit log"
+    );
+    // Every JWT (the reviewer token included) starts with a base64url `{"`.
+    assert!(!text.contains("eyJ"), "a JWT in the audit log");
+
+    // `--audit-log` chooses another file.
+    let other = env.dir.path().join("other.jsonl");
+    let shop_ns = env.api.cluster().get("namespaces", None, "shop").unwrap();
+    assert!(env.api.cluster().delete("namespaces", None, "shop"));
+    let mut bare = shop_ns.clone();
+    bare["metadata"] = serde_json::json!({"name": "shop"});
+    env.api.cluster().create(bare).unwrap();
+    meshca(&env, &["apply", "--audit-log", other.to_str().unwrap()]);
+    let objects = audit_objects(&other);
+    assert_eq!(objects.len(), 1, "{objects:?}");
+    assert!(objects[0].contains("shop"), "{objects:?}");
+}
+
+fn drifted(status: &Value) -> Vec<String> {
+    status["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["state"] != "ok" && c["state"] != "warning")
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_is_clean_after_apply_and_reports_objects_changed_behind_its_back() {
+    let env = sandbox_env().await;
+    // Before the apply everything is missing.
+    let out = meshca_output(&env, &["status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let before: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(before["clean"], false);
+    assert!(drifted(&before).iter().any(|o| o == "KEK asm-kek"));
+
+    meshca(&env, &["apply"]);
+    let out = meshca_output(&env, &["status"]);
+    let clean: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{clean:#}");
+    assert_eq!(clean["clean"], true);
+    assert!(drifted(&clean).is_empty());
+    assert!(clean["checks"].as_array().unwrap().len() > 5);
+
+    // A namespace label changed behind meshca's back.
+    assert!(env.api.cluster().delete("namespaces", None, "shop"));
+    env.api
+        .cluster()
+        .create(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "shop", "labels": {"istio.io/rev": "asm-old"}},
+        }))
+        .unwrap();
+    let out = meshca_output(&env, &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let drift = drifted(&status);
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert!(drift[0].contains("shop"), "{drift:?}");
+
+    // The Vault policy rewritten behind its back.
+    meshca(&env, &["apply"]);
+    let client = env.bao.client().unwrap();
+    vaultrs::sys::policy::set(
+        &client,
+        "asm-c1-hsm-policy",
+        "path \"secret/*\" { capabilities = [\"read\"] }",
+    )
+    .await
+    .unwrap();
+    let out = meshca_output(&env, &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(drifted(&status), ["policy asm-c1-hsm-policy"]);
+
+    // Text output: linkerd-check style marks with a hint.
+    let text = Command::cargo_bin("meshca")
+        .unwrap()
+        .arg("--config")
+        .arg(&env.config)
+        .arg("status")
+        .envs(env.hsm.child_env().unwrap())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        stdout.contains("\u{2718} vault policy asm-c1-hsm-policy"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("hint: differs from the configuration"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\u{2714} hsm KEK asm-kek"), "{stdout}");
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed (cargo xtask setup)");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A release archive signed the guide's way with `openssl dgst -sha256 -sign`.
+fn signed_release(dir: &std::path::Path) {
+    std::fs::write(dir.join("istio.tar.gz"), b"istio 1.8.3-asm.2 release bytes").unwrap();
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "release-key.pem",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "ec",
+            "-in",
+            "release-key.pem",
+            "-pubout",
+            "-out",
+            "release-pub.pem",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "dgst",
+            "-sha256",
+            "-sign",
+            "release-key.pem",
+            "-out",
+            "istio.sig",
+            "istio.tar.gz",
+        ],
+    );
+}
+
+fn verify_release(dir: &std::path::Path) -> std::process::Output {
+    Command::cargo_bin("meshca")
+        .unwrap()
+        .current_dir(dir)
+        .args([
+            "mesh",
+            "verify-release",
+            "--file",
+            "istio.tar.gz",
+            "--signature",
+            "istio.sig",
+            "--public-key",
+            "release-pub.pem",
+        ])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn verify_release_accepts_an_openssl_signature_and_rejects_a_changed_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    signed_release(dir.path());
+    let ok = verify_release(dir.path());
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("signature verified"));
+
+    let path = dir.path().join("istio.tar.gz");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[3] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    let bad = verify_release(dir.path());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("istio.tar.gz"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn apply_checks_the_configured_release_in_step_6() {
+    let env = sandbox_env().await;
+    signed_release(env.dir.path());
+    let mut config = Config::load(&env.config).unwrap();
+    let p = |n: &str| Some(env.dir.path().join(n));
+    config.release.file = p("istio.tar.gz");
+    config.release.signature = p("istio.sig");
+    config.release.public_key = p("release-pub.pem");
+    std::fs::write(&env.config, toml::to_string(&config).unwrap()).unwrap();
+
+    let plan = meshca(&env, &["plan"]);
+    assert_eq!(plan["steps"][6]["status"], "done", "{}", plan["steps"][6]);
+    assert!(
+        plan["steps"][6]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("verified")
+    );
+
+    std::fs::write(env.dir.path().join("istio.tar.gz"), b"tampered").unwrap();
+    let out = meshca_output(&env, &["apply"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["steps"][6]["status"], "failed");
+    assert_eq!(report["steps"][7]["status"], "not_run");
+}
+
+/// A root CA and an istiod CSR made by the openssl CLI.
+fn openssl_root_and_csr(dir: &std::path::Path, san: Option<&str>) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "root-key.pem",
+            "-out",
+            "root-cert.pem",
+            "-days",
+            "3650",
+            "-subj",
+            "/O=Example/CN=Root CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    let mut args = vec![
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "istiod-key.pem",
+        "-out",
+        "istiod.csr",
+        "-subj",
+        "/O=Istio/CN=Intermediate CA",
+    ];
+    let ext;
+    if let Some(san) = san {
+        ext = format!("subjectAltName={san}");
+        args.extend(["-addext", ext.as_str()]);
+    }
+    openssl(dir, &args);
+}
+
+#[test]
+fn ca_inspect_reports_the_csr_and_policy_violations() {
+    let dir = tempfile::tempdir().unwrap();
+    openssl_root_and_csr(dir.path(), None);
+    let out = Command::cargo_bin("meshca")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["ca", "inspect", "--csr", "istiod.csr", "--output", "json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["acceptable"], true);
+    assert!(
+        doc["review"]["subject"]
+            .as_str()
+            .unwrap()
+            .contains("Intermediate CA")
+    );
+
+    openssl_root_and_csr(dir.path(), Some("DNS:evil.example.com"));
+    let out = Command::cargo_bin("meshca")
+        .unwrap()
+        .current_dir(dir.path())
+        .args(["ca", "inspect", "--csr", "istiod.csr"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("evil.example.com"), "{stdout}");
+    assert!(stdout.contains('\u{2718}'), "{stdout}");
+}
+
+#[test]
+fn ca_sign_writes_a_chain_that_openssl_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    openssl_root_and_csr(dir.path(), None);
+    // An encrypted root key with its passphrase in an owner-only file.
+    sandbox::write_secret_file(&dir.path().join("pass"), b"root-passphrase\n").unwrap();
+    openssl(
+        dir.path(),
+        &[
+            "pkcs8",
+            "-topk8",
+            "-in",
+            "root-key.pem",
+            "-out",
+            "root-key.enc.pem",
+            "-v2",
+            "aes-256-cbc",
+            "-passout",
+            "file:pass",
+        ],
+    );
+    let out = Command::cargo_bin("meshca")
+        .unwrap()
+        .current_dir(dir.path())
+        .args([
+            "ca",
+            "sign",
+            "--csr",
+            "istiod.csr",
+            "--root-cert",
+            "root-cert.pem",
+            "--root-key",
+            "root-key.enc.pem",
+            "--passphrase-file",
+            "pass",
+            "--out",
+            "out",
+            "--output",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["files"].as_array().unwrap().len(), 4);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("root-passphrase"));
+    openssl(
+        dir.path(),
+        &["verify", "-CAfile", "root-cert.pem", "out/ca-cert.pem"],
+    );
+    let chain = std::fs::read_to_string(dir.path().join("out/cert-chain.pem")).unwrap();
+    assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2);
+
+    // A CSR that breaks the policy is refused and nothing is written.
+    openssl_root_and_csr(dir.path(), Some("DNS:evil.example.com"));
+    let out = Command::cargo_bin("meshca")
+        .unwrap()
+        .current_dir(dir.path())
+        .args([
+            "ca",
+            "sign",
+            "--csr",
+            "istiod.csr",
+            "--root-cert",
+            "root-cert.pem",
+            "--root-key",
+            "root-key.pem",
+            "--out",
+            "refused",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!dir.path().join("refused/ca-cert.pem").exists());
 }

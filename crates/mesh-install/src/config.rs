@@ -46,6 +46,38 @@ pub struct Config {
     /// The ingress gateway's external address.
     #[serde(default)]
     pub ingress: IngressConfig,
+    /// The audit log of changes.
+    #[serde(default)]
+    pub audit: AuditConfig,
+    /// The downloaded release and its detached signature (step 6).
+    #[serde(default)]
+    pub release: ReleaseConfig,
+}
+
+/// `[release]`: step 6 checks `file` against `signature` with `public-key` (the guide's
+/// `openssl dgst -sha256 -verify`); unset `file` leaves step 6 out.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ReleaseConfig {
+    /// The downloaded archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Its detached DER ECDSA signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<PathBuf>,
+    /// The release signing public key (PEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<PathBuf>,
+}
+
+/// `[audit]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AuditConfig {
+    /// The JSON-lines file every applied change is appended to; unset: `meshca-audit.jsonl`
+    /// next to the configuration file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<PathBuf>,
 }
 
 /// Where a secret is read from; never the secret itself.
@@ -302,6 +334,17 @@ wait-seconds = 300
 # "none" leaves step 13 out; "integrated" sets spec.loadBalancerIP on istio-ingressgateway.
 mode = "none"
 # ip = "10.200.0.34"
+
+[audit]
+# JSON lines (time, step, plane, object, outcome; never a secret) for every change `apply`
+# makes. Unset: meshca-audit.jsonl next to this file.
+# log = "/var/log/meshca/audit.jsonl"
+
+[release]
+# Step 6: the downloaded release, its signature and the signing key (all three, or none).
+# file = "istio-1.8.3-asm.2-linux-amd64.tar.gz"
+# signature = "istio-1.8.3-asm.2-linux-amd64.tar.gz.1.sig"
+# public-key = "asm-release-key.pem"
 "#;
 
 /// Values from the environment or flags that override the file (defaults < file < environment

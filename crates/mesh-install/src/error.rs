@@ -82,6 +82,25 @@ pub enum Error {
         #[source]
         source: vault_bootstrap::Error,
     },
+    /// The release does not match its signature, or a release file is unreadable.
+    #[error("{step}: release check of {path} failed; download the release and its signature again")]
+    Release {
+        /// The step.
+        step: Step,
+        /// The release file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: ca_signing::release::Error,
+    },
+    /// A required pre-flight check failed.
+    #[error("{step}: required checks failed: {}; fix them and run again", failed.join(", "))]
+    Preflight {
+        /// The step.
+        step: Step,
+        /// The names of the failed checks.
+        failed: Vec<String>,
+    },
     /// A cluster operation failed.
     #[error("{step} failed on the cluster")]
     Kube {
@@ -109,7 +128,10 @@ impl Error {
                     | hsm_core::Error::PinEnvMissing { .. }
                     | hsm_core::Error::PinInvalid { .. }
             ),
-            Self::Kube { .. } | Self::NotConnected { .. } => false,
+            Self::Kube { .. }
+            | Self::NotConnected { .. }
+            | Self::Release { .. }
+            | Self::Preflight { .. } => false,
         }
     }
 
@@ -122,6 +144,7 @@ impl Error {
             }
             Self::Vault { source, .. } => source.is_unavailable(),
             Self::Kube { source, .. } => source.is_unavailable(),
+            Self::Preflight { .. } => true,
             _ => false,
         }
     }
@@ -133,7 +156,9 @@ impl Error {
             | Self::NotConnected { step, .. }
             | Self::Hsm { step, .. }
             | Self::Vault { step, .. }
-            | Self::Kube { step, .. } => Some(*step),
+            | Self::Kube { step, .. }
+            | Self::Release { step, .. }
+            | Self::Preflight { step, .. } => Some(*step),
             _ => None,
         }
     }

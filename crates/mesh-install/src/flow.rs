@@ -21,19 +21,95 @@ use crate::config::{Config, IngressMode};
 use crate::steps::Step;
 use crate::{Error, Result};
 
-/// The steps this crate can run today, in order. The others (0, 6, 9, 10, 11) are reported as
-/// not built.
-pub const BUILT: [Step; 9] = [
+/// The steps this crate can run today, in order. The others (9, 10, 11) are reported as not
+/// built.
+pub const BUILT: [Step; 11] = [
+    Step::Prerequisites,
     Step::HsmSlot,
     Step::Kek,
     Step::RootImport,
     Step::VaultKubeAuth,
     Step::VaultSetup,
+    Step::Download,
     Step::ControlPlaneResources,
     Step::WebhookService,
     Step::Injection,
     Step::ExternalIp,
 ];
+
+/// Istio's protocol prefixes for Service port names (`<protocol>[-<suffix>]`).
+pub const PORT_PROTOCOLS: [&str; 11] = [
+    "grpc", "grpc-web", "http", "http2", "https", "mongo", "mysql", "redis", "tcp", "tls", "udp",
+];
+
+/// True when a Service port name follows Istio's `<protocol>[-<suffix>]` convention.
+pub fn is_valid_port_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    PORT_PROTOCOLS.iter().any(|p| {
+        name == *p
+            || name
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.len() > 1 && rest.starts_with('-'))
+    })
+}
+
+/// One named result of the pre-flight step.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PreflightCheck {
+    /// What was checked (`API server reachable`, `tool istioctl`).
+    pub name: String,
+    /// True when it passed.
+    pub ok: bool,
+    /// True when a failure stops the run.
+    pub required: bool,
+    /// What was found, or how to fix it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// A command-line tool the pre-flight step reports on, resolved by the caller (which knows
+/// `PATH`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tool {
+    /// The command name.
+    pub name: String,
+    /// Where it was found, if anywhere.
+    pub path: Option<std::path::PathBuf>,
+    /// What it is used for (shown when it is missing).
+    pub used_for: &'static str,
+}
+
+/// Step 6's inputs: the downloaded release, its detached signature and the signing key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseFiles {
+    /// The archive.
+    pub file: std::path::PathBuf,
+    /// The DER ECDSA signature.
+    pub signature: std::path::PathBuf,
+    /// The PEM public key.
+    pub public_key: std::path::PathBuf,
+}
+
+impl ReleaseFiles {
+    /// All three files of `[release]`, or `None` when none is set.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] when only some are set.
+    pub fn from_config(r: &crate::config::ReleaseConfig) -> Result<Option<Self>> {
+        match (&r.file, &r.signature, &r.public_key) {
+            (None, None, None) => Ok(None),
+            (Some(file), Some(signature), Some(public_key)) => Ok(Some(Self {
+                file: file.clone(),
+                signature: signature.clone(),
+                public_key: public_key.clone(),
+            })),
+            _ => Err(Error::InvalidConfig {
+                field: "release".to_owned(),
+                reason: "set file, signature and public-key together, or none of them".to_owned(),
+            }),
+        }
+    }
+}
 
 /// True when the flow can run `step`.
 pub fn is_built(step: Step) -> bool {
@@ -126,6 +202,9 @@ pub struct StepReport {
     /// Things worth the operator's attention.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// Named read-only checks (the pre-flight step).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<PreflightCheck>,
     /// A one-line explanation (why skipped, blocked or failed; what was checked).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub detail: String,
@@ -142,6 +221,7 @@ impl StepReport {
             status,
             changes: Vec::new(),
             warnings: Vec::new(),
+            checks: Vec::new(),
             detail: detail.into(),
             elapsed_ms: 0,
         }
@@ -202,6 +282,14 @@ impl fmt::Display for FlowReport {
                 )?;
                 if !c.differences.is_empty() {
                     write!(f, " ({})", c.differences.join(", "))?;
+                }
+                writeln!(f)?;
+            }
+            for c in &s.checks {
+                let mark = if c.ok { "\u{2714}" } else { "\u{2718}" };
+                write!(f, "      {mark} {}", c.name)?;
+                if !c.detail.is_empty() {
+                    write!(f, ": {}", c.detail)?;
                 }
                 writeln!(f)?;
             }
@@ -284,6 +372,8 @@ pub struct Inputs {
     pub endpoint: Option<ClusterEndpoint>,
     /// The HSM user PIN, stored in Vault in step 5.
     pub pin: Option<SecretString>,
+    /// The tools step 0 reports on.
+    pub tools: Vec<Tool>,
 }
 
 /// Everything the built steps need, resolved and validated.
@@ -314,6 +404,10 @@ pub struct FlowSpec {
     pub inject_wait: WaitOptions,
     /// Step 13; `None` leaves it out.
     pub ingress: Option<IntegratedLb>,
+    /// Step 0's tools.
+    pub tools: Vec<Tool>,
+    /// Step 6; `None` leaves it out.
+    pub release: Option<ReleaseFiles>,
 }
 
 impl FlowSpec {
@@ -400,7 +494,10 @@ impl FlowSpec {
                 })?))
             }
         };
+        let release = ReleaseFiles::from_config(&config.release)?;
         Ok(Self {
+            tools: inputs.tools,
+            release,
             token_label: config.hsm.token_label.clone(),
             kek_id,
             ca_id,
@@ -467,6 +564,18 @@ pub async fn run(
             events(Event::Started(step));
             let started = Instant::now();
             let mut entry = match run_step(step, spec, ports, mode, &mut carry, events).await {
+                Ok(entry) if entry.status == StepStatus::Failed => {
+                    failed = Some(Error::Preflight {
+                        step,
+                        failed: entry
+                            .checks
+                            .iter()
+                            .filter(|c| c.required && !c.ok)
+                            .map(|c| c.name.clone())
+                            .collect(),
+                    });
+                    entry
+                }
                 Ok(entry) => entry,
                 Err(error) => {
                     let mut entry = StepReport::new(step, StepStatus::Failed, error.to_string());
@@ -500,13 +609,178 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 fn not_built_reason(step: Step) -> &'static str {
     match step {
-        Step::Prerequisites => "pre-flight checks are not built yet",
-        Step::Download => "release download and signature check are not built yet",
         Step::Install => "the install port (istioctl or the emulated istiod) is not built yet",
         Step::SignCa => "the CSR hand-off needs istiod's CSR Secret (step 9), not built yet",
         Step::Verify => "verification needs a running istiod (step 9), not built yet",
         _ => "not built yet",
     }
+}
+
+/// Checks `release.file` against its detached signature (the guide's
+/// `openssl dgst -sha256 -verify KEY -signature SIG FILE`).
+///
+/// # Errors
+/// [`Error::ReadFile`] for an unreadable key, signature or archive, [`Error::Release`] for a
+/// bad key or a signature that does not match.
+pub fn verify_release(step: Step, release: &ReleaseFiles) -> Result<()> {
+    let key_pem = read_file("the release public key", &release.public_key)?;
+    let signature = read_file("the release signature", &release.signature)?;
+    let failed = |source| Error::Release {
+        step,
+        path: release.file.clone(),
+        source,
+    };
+    let key = ca_signing::release::ReleaseKey::from_pem(&key_pem).map_err(failed)?;
+    let file = std::fs::File::open(&release.file).map_err(|source| Error::ReadFile {
+        what: "the release archive",
+        path: release.file.clone(),
+        source,
+    })?;
+    ca_signing::release::verify_detached(&key, std::io::BufReader::new(file), &signature)
+        .map_err(failed)
+}
+
+async fn preflight(spec: &FlowSpec, ports: Ports<'_>) -> Vec<PreflightCheck> {
+    let check = |name: String, ok: bool, required: bool, detail: String| PreflightCheck {
+        name,
+        ok,
+        required,
+        detail,
+    };
+    let mut out = Vec::new();
+    for tool in &spec.tools {
+        out.push(match &tool.path {
+            Some(path) => check(
+                format!("tool {}", tool.name),
+                true,
+                false,
+                path.display().to_string(),
+            ),
+            None => check(
+                format!("tool {}", tool.name),
+                false,
+                false,
+                format!("not on PATH; needed for {}", tool.used_for),
+            ),
+        });
+    }
+    if let Some(hsm) = ports.hsm {
+        out.push(match hsm.health().await {
+            hsm_core::Health::Ready => check(
+                format!("HSM token {} usable", spec.token_label),
+                true,
+                true,
+                String::new(),
+            ),
+            hsm_core::Health::PinRejected(rv) => check(
+                format!("HSM token {} usable", spec.token_label),
+                false,
+                true,
+                format!("the token rejected the PIN ({rv}); check hsm.pin"),
+            ),
+        });
+    }
+    if let Some(vault) = ports.vault {
+        out.push(match vault.read_policy("default").await {
+            Ok(_) => check("Vault reachable".to_owned(), true, true, String::new()),
+            Err(e) => check(
+                "Vault reachable".to_owned(),
+                false,
+                true,
+                format!(
+                    "{}; check vault.address, vault.ca-cert and vault.token",
+                    error_chain(&e)
+                ),
+            ),
+        });
+    }
+    if let Some(kube) = ports.kube {
+        let namespaces = kube
+            .list(&k8s_bootstrap::ListQuery::all(
+                k8s_bootstrap::Kind::Namespace,
+            ))
+            .await;
+        match namespaces {
+            Ok(_) => out.push(check(
+                "API server reachable".to_owned(),
+                true,
+                true,
+                String::new(),
+            )),
+            Err(e) => {
+                out.push(check(
+                    "API server reachable".to_owned(),
+                    false,
+                    true,
+                    format!(
+                        "{}; check cluster.kubeconfig and cluster.context",
+                        error_chain(&e)
+                    ),
+                ));
+                return out;
+            }
+        }
+        out.extend(port_naming(spec, kube).await);
+    }
+    out
+}
+
+async fn port_naming(spec: &FlowSpec, kube: &dyn Kube) -> Vec<PreflightCheck> {
+    let check = |name: String, ok: bool, required: bool, detail: String| PreflightCheck {
+        name,
+        ok,
+        required,
+        detail,
+    };
+    let mut out = Vec::new();
+    for ns in &spec.inject_namespaces {
+        let query = k8s_bootstrap::ListQuery::in_namespace(k8s_bootstrap::Kind::Service, ns);
+        let name = format!("Service port names in {ns}");
+        match kube.list(&query).await {
+            Ok(services) => {
+                let bad = misnamed_ports(&services);
+                out.push(if bad.is_empty() {
+                    check(name, true, false, format!("{} Service(s)", services.len()))
+                } else {
+                    check(
+                        name,
+                        false,
+                        false,
+                        format!(
+                            "{}: name ports <protocol>[-<suffix>] ({}) or set appProtocol",
+                            bad.join(", "),
+                            PORT_PROTOCOLS.join(", ")
+                        ),
+                    )
+                });
+            }
+            Err(e) => out.push(check(name, false, false, error_chain(&e))),
+        }
+    }
+    out
+}
+
+/// `service/port` for every port without a protocol in its name or `appProtocol`.
+fn misnamed_ports(services: &[serde_json::Value]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for svc in services {
+        let svc_name = svc["metadata"]["name"].as_str().unwrap_or("?");
+        for port in svc["spec"]["ports"].as_array().into_iter().flatten() {
+            if port.get("appProtocol").and_then(|p| p.as_str()).is_some() {
+                continue;
+            }
+            let name = port["name"].as_str().unwrap_or("");
+            if !is_valid_port_name(name) {
+                let shown = if name.is_empty() {
+                    port["port"].to_string()
+                } else {
+                    name.to_owned()
+                };
+                bad.push(format!("{svc_name}/{shown}"));
+            }
+        }
+    }
+    bad
 }
 
 fn kube_changes(report: k8s_bootstrap::Report, entry: &mut StepReport) {
@@ -742,7 +1016,41 @@ async fn run_step(
                 Err(source) => return Err(kube(source)),
             }
         }
-        Step::Prerequisites | Step::Download | Step::Install | Step::SignCa | Step::Verify => {
+        Step::Prerequisites => {
+            entry.checks = preflight(spec, ports).await;
+            let failed = entry.checks.iter().filter(|c| c.required && !c.ok).count();
+            let warned = entry.checks.iter().filter(|c| !c.required && !c.ok).count();
+            entry.detail = format!(
+                "{} check(s): {failed} required failed, {warned} warning(s)",
+                entry.checks.len()
+            );
+            if failed > 0 {
+                entry.status = StepStatus::Failed;
+            }
+        }
+        Step::Download => {
+            let Some(release) = &spec.release else {
+                return Ok(StepReport::new(
+                    step,
+                    StepStatus::Skipped,
+                    "no release configured (release.file); verify by hand with \
+                     `meshca mesh verify-release`",
+                ));
+            };
+            verify_release(step, release)?;
+            entry.detail = format!(
+                "signature of {} verified with {}",
+                release.file.display(),
+                release.public_key.display()
+            );
+            entry.changes.push(Change {
+                plane: Plane::Files,
+                object: format!("release {}", release.file.display()),
+                outcome: Outcome::Unchanged,
+                differences: Vec::new(),
+            });
+        }
+        Step::Install | Step::SignCa | Step::Verify => {
             return Ok(StepReport::new(
                 step,
                 StepStatus::NotBuilt,

@@ -302,6 +302,7 @@ fn spec(ca: &CertificatePem) -> FlowSpec {
                 ca: ca.clone(),
             }),
             pin: Some(SecretString::from("s3cr3t-pin")),
+            tools: Vec::new(),
         },
     )
     .unwrap();
@@ -498,4 +499,102 @@ async fn the_report_serialises_with_step_names_and_outcomes() {
     assert_eq!(json["steps"][9]["status"], "not_built");
     let text = serde_json::to_string(&report).unwrap();
     assert!(!text.contains("s3cr3t-pin") && !text.contains("reviewer.jwt.value"));
+}
+
+#[test]
+fn port_names_follow_istio_protocol_prefixes() {
+    for ok in [
+        "http", "http-web", "grpc-web", "GRPC-api", "tcp-db", "https", "tls-x",
+    ] {
+        assert!(is_valid_port_name(ok), "{ok}");
+    }
+    for bad in ["", "web", "http-", "httpx", "metrics", "-http"] {
+        assert!(!is_valid_port_name(bad), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn preflight_names_each_check_and_flags_misnamed_ports() {
+    let world = World::new();
+    world.kube.lock().unwrap().objects.insert(
+        "service app/web".to_owned(),
+        json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "app"},
+        "spec": {"ports": [
+            {"name": "http-web", "port": 80},
+            {"name": "metrics", "port": 9090},
+            {"name": "admin", "port": 9091, "appProtocol": "http"},
+        ]}}),
+    );
+    let mut spec = world.spec.clone();
+    spec.tools = vec![Tool {
+        name: "istioctl".to_owned(),
+        path: None,
+        used_for: "step 9",
+    }];
+    let world = World { spec, ..world };
+    let (report, _) = world.run(&[Step::Prerequisites], Mode::DryRun).await;
+    let report = report.unwrap();
+    let step0 = report.step(Step::Prerequisites).unwrap();
+    assert_eq!(step0.status, StepStatus::Done);
+    let find = |name: &str| step0.checks.iter().find(|c| c.name == name).unwrap();
+    assert!(find("API server reachable").ok);
+    assert!(find("Vault reachable").ok);
+    assert!(find("HSM token asm-ca usable").ok);
+    let tool = find("tool istioctl");
+    assert!(!tool.ok && !tool.required);
+    let ports = find("Service port names in app");
+    assert!(!ports.ok, "{ports:?}");
+    assert!(ports.detail.contains("web/metrics"), "{}", ports.detail);
+    assert!(!ports.detail.contains("admin"), "{}", ports.detail);
+}
+
+#[tokio::test]
+async fn a_failed_required_preflight_check_stops_the_run() {
+    let world = World::new();
+    let mut hsm = MockHsmAdmin::new();
+    hsm.expect_health()
+        .returning(|| hsm_core::Health::PinRejected(cryptoki::error::RvError::PinIncorrect));
+    let ports = Ports {
+        hsm: Some(&hsm),
+        vault: None,
+        kube: None,
+    };
+    let result = run(
+        &world.spec,
+        ports,
+        &[Step::Prerequisites, Step::Kek],
+        Mode::Apply,
+        &mut |_| {},
+    )
+    .await;
+    let failure = result.unwrap_err();
+    assert!(
+        matches!(&failure.error, Error::Preflight { failed, .. } if failed == &["HSM token asm-ca usable"]),
+        "{:?}",
+        failure.error
+    );
+    let step0 = failure.report.step(Step::Prerequisites).unwrap();
+    assert_eq!(step0.status, StepStatus::Failed);
+    assert!(step0.checks[0].detail.contains("hsm.pin"));
+    assert_eq!(
+        failure.report.step(Step::Kek).unwrap().status,
+        StepStatus::NotRun
+    );
+}
+
+#[test]
+fn a_partial_release_section_is_refused() {
+    let release = crate::config::ReleaseConfig {
+        file: Some("istio.tgz".into()),
+        signature: None,
+        public_key: None,
+    };
+    let err = ReleaseFiles::from_config(&release).unwrap_err();
+    assert!(err.to_string().contains("release"), "{err}");
+    assert!(
+        ReleaseFiles::from_config(&crate::config::ReleaseConfig::default())
+            .unwrap()
+            .is_none()
+    );
 }

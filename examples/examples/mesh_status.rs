@@ -5,55 +5,15 @@
 
 #![expect(clippy::print_stdout, reason = "an example reports to the terminal")]
 
-use std::sync::Arc;
-
-use k8s_bootstrap::KubeClient;
-use k8s_bootstrap::vault_auth::ClusterEndpoint;
 use mesh_common::Mode;
-use mesh_install::config::Config;
-use mesh_install::flow::{self, BUILT, FlowSpec, Inputs, Ports};
+use mesh_install::flow::{self, BUILT};
 use mesh_install::status::{self, CheckState};
-use secrecy::ExposeSecret as _;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    sandbox::init_crypto();
-    let hsm = sandbox::SoftHsm::builder().label("asm-ca").create()?;
-    let bao = sandbox::OpenBao::builder().tls(true).start().await?;
-    let api = sandbox::kube::ApiServer::start()?;
-
-    let token = hsm_core::HsmToken::open(
-        hsm.module(),
-        hsm.label(),
-        hsm.user_pin().clone(),
-        hsm_core::TokenOptions::default(),
-    )?;
-    let hsm_admin = hsm_core::HsmAdminService::new(Arc::new(token));
-    let vault = vault_bootstrap::HttpVault::new(bao.connection()?, Some(bao.root_token()))?;
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(
-        api.kubeconfig_yaml(api.admin_token()).expose_secret(),
-    )?;
-    let endpoint = ClusterEndpoint::from_kubeconfig(&kubeconfig, None)?;
-    let kube = KubeClient::from_kubeconfig(kubeconfig, None).await?;
-
-    let mut config = Config::default();
-    config.hsm.token_label = hsm.label().to_string();
-    config.vault.address = bao.addr().to_string();
-    config.vault.ca_cert = bao.ca_cert_path();
-    config.validate()?;
-    let spec = FlowSpec::from_config(
-        &config,
-        Inputs {
-            endpoint: Some(endpoint),
-            pin: Some(hsm.user_pin().clone()),
-            tools: Vec::new(),
-        },
-    )?;
-    let ports = Ports {
-        hsm: Some(&hsm_admin),
-        vault: Some(&vault),
-        kube: Some(&kube),
-    };
+    let mesh = examples::MeshSandbox::start().await?;
+    let spec = mesh.flow_spec()?;
+    let ports = mesh.ports();
     let mut quiet = |_: flow::Event<'_>| {};
 
     let applied = flow::run(&spec, ports, &BUILT, Mode::Apply, &mut quiet)
@@ -76,7 +36,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Someone widens the policy by hand.
     vaultrs::sys::policy::set(
-        &bao.client()?,
+        &mesh.bao.client()?,
         "asm-c1-hsm-policy",
         r#"path "*" { capabilities = ["read", "list"] }"#,
     )

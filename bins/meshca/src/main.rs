@@ -194,14 +194,7 @@ fn main() -> ExitCode {
         (false, 1) => "info",
         (false, _) => "debug",
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
-        )
-        .init();
+    cli_common::init_logging(cli_common::LogFormat::Text, level);
     sandbox::init_crypto();
     match run(&cli) {
         Ok(code) => code,

@@ -539,10 +539,9 @@ fn signed_release(dir: &std::path::Path) {
 }
 
 fn verify_release(dir: &std::path::Path) -> std::process::Output {
-    Command::cargo_bin("meshca")
-        .unwrap()
-        .current_dir(dir)
-        .args([
+    meshca_in(
+        dir,
+        &[
             "mesh",
             "verify-release",
             "--file",
@@ -551,7 +550,16 @@ fn verify_release(dir: &std::path::Path) -> std::process::Output {
             "istio.sig",
             "--public-key",
             "release-pub.pem",
-        ])
+        ],
+    )
+}
+
+/// Runs `meshca args...` in `dir`, without a sandbox environment.
+fn meshca_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::cargo_bin("meshca")
+        .unwrap()
+        .current_dir(dir)
+        .args(args)
         .output()
         .unwrap()
 }
@@ -660,12 +668,10 @@ fn openssl_root_and_csr(dir: &std::path::Path, san: Option<&str>) {
 fn ca_inspect_reports_the_csr_and_policy_violations() {
     let dir = tempfile::tempdir().unwrap();
     openssl_root_and_csr(dir.path(), None);
-    let out = Command::cargo_bin("meshca")
-        .unwrap()
-        .current_dir(dir.path())
-        .args(["ca", "inspect", "--csr", "istiod.csr", "--output", "json"])
-        .output()
-        .unwrap();
+    let out = meshca_in(
+        dir.path(),
+        &["ca", "inspect", "--csr", "istiod.csr", "--output", "json"],
+    );
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -682,12 +688,7 @@ fn ca_inspect_reports_the_csr_and_policy_violations() {
     );
 
     openssl_root_and_csr(dir.path(), Some("DNS:evil.example.com"));
-    let out = Command::cargo_bin("meshca")
-        .unwrap()
-        .current_dir(dir.path())
-        .args(["ca", "inspect", "--csr", "istiod.csr"])
-        .output()
-        .unwrap();
+    let out = meshca_in(dir.path(), &["ca", "inspect", "--csr", "istiod.csr"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("evil.example.com"), "{stdout}");
@@ -715,10 +716,9 @@ fn ca_sign_writes_a_chain_that_openssl_verifies() {
             "file:pass",
         ],
     );
-    let out = Command::cargo_bin("meshca")
-        .unwrap()
-        .current_dir(dir.path())
-        .args([
+    let out = meshca_in(
+        dir.path(),
+        &[
             "ca",
             "sign",
             "--csr",
@@ -733,9 +733,8 @@ fn ca_sign_writes_a_chain_that_openssl_verifies() {
             "out",
             "--output",
             "json",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -754,10 +753,9 @@ fn ca_sign_writes_a_chain_that_openssl_verifies() {
 
     // A CSR that breaks the policy is refused and nothing is written.
     openssl_root_and_csr(dir.path(), Some("DNS:evil.example.com"));
-    let out = Command::cargo_bin("meshca")
-        .unwrap()
-        .current_dir(dir.path())
-        .args([
+    let out = meshca_in(
+        dir.path(),
+        &[
             "ca",
             "sign",
             "--csr",
@@ -768,9 +766,8 @@ fn ca_sign_writes_a_chain_that_openssl_verifies() {
             "root-key.pem",
             "--out",
             "refused",
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(!dir.path().join("refused/ca-cert.pem").exists());
 }

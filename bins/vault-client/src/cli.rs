@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use cli_common::LogFormat;
 use vault_bootstrap::KvVersion;
 use vault_bootstrap::agent::{AgentConfig, DEFAULT_JWT_PATH, OutputFiles, SecretLocation};
 
@@ -40,12 +41,6 @@ pub(crate) enum Command {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum Output {
-    Text,
-    Json,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub(crate) enum LogFormat {
     Text,
     Json,
 }

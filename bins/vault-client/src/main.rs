@@ -4,7 +4,7 @@
 
 mod cli;
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -13,34 +13,21 @@ use clap::Parser as _;
 use vault_bootstrap::agent::{Agent, Metrics};
 use vault_bootstrap::{Connection, HttpVault};
 
-use cli::{Cli, Command, ConnectionArgs, LogFormat, Output, RunArgs};
+use cli::{Cli, Command, ConnectionArgs, Output, RunArgs};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     vault_bootstrap::install_crypto_provider();
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    // vaultrs and rustify log every failed request at ERROR; the errors that matter are
+    // reported once by vault-client itself.
+    cli_common::init_logging(cli.log_format, "info,vaultrs=off,rustify=off");
     match run(cli).await {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             exit_code(&err)
         }
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    // vaultrs and rustify log every failed request at ERROR; the errors that matter are
-    // reported once by vault-client itself.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,vaultrs=off,rustify=off"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }
 

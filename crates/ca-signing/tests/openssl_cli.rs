@@ -21,6 +21,22 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::write(dir.join(name), bytes).unwrap();
 }
 
+/// A fresh `algorithm` key made by `openssl genpkey -pkeyopt <option>`, written to `dir/out`.
+fn genpkey(dir: &Path, algorithm: &str, option: &str, out: &str) {
+    openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            algorithm,
+            "-pkeyopt",
+            option,
+            "-out",
+            out,
+        ],
+    );
+}
+
 #[test]
 #[expect(
     clippy::too_many_lines,
@@ -30,18 +46,7 @@ fn root_istiod_ca_and_workload_leaf_verify_with_the_openssl_cli() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     // root key made by openssl, loaded from its PKCS#8 PEM
-    openssl(
-        dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-384",
-            "-out",
-            "root.key",
-        ],
-    );
+    genpkey(dir, "EC", "ec_paramgen_curve:P-384", "root.key");
     let root_key = SoftwareSigner::from_file(&dir.join("root.key"), None).unwrap();
     let root = issue_root(&RootProfile::default(), &root_key).unwrap();
     write(dir, "root.pem", root.pem().as_bytes());
@@ -294,18 +299,7 @@ fn software_signer_reads_every_key_format_openssl_writes() {
         ],
     );
     // PKCS#8 PEM, P-384
-    openssl(
-        dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-384",
-            "-out",
-            "p8.pem",
-        ],
-    );
+    genpkey(dir, "EC", "ec_paramgen_curve:P-384", "p8.pem");
     // PKCS#8 DER
     openssl(
         dir,
@@ -330,18 +324,7 @@ fn software_signer_reads_every_key_format_openssl_writes() {
         ],
     );
     // RSA 3072, traditional PKCS#1 PEM, and encrypted traditional PEM
-    openssl(
-        dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:3072",
-            "-out",
-            "rsa.pem",
-        ],
-    );
+    genpkey(dir, "RSA", "rsa_keygen_bits:3072", "rsa.pem");
     openssl(
         dir,
         &[
@@ -390,18 +373,7 @@ fn software_signer_reads_every_key_format_openssl_writes() {
     }
 
     // weak or unsupported keys are refused by name
-    openssl(
-        dir,
-        &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:1024",
-            "-out",
-            "rsa1024.pem",
-        ],
-    );
+    genpkey(dir, "RSA", "rsa_keygen_bits:1024", "rsa1024.pem");
     openssl(dir, &["genpkey", "-algorithm", "ED25519", "-out", "ed.pem"]);
     for key in ["rsa1024.pem", "ed.pem"] {
         let err = SoftwareSigner::from_file(&dir.join(key), None).unwrap_err();

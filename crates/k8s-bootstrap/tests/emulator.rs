@@ -46,6 +46,14 @@ async fn env() -> Env {
 }
 
 impl Env {
+    /// Creates the namespace `name`, without labels.
+    fn create_namespace(&self, name: &str) {
+        self.server
+            .cluster()
+            .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+            .unwrap();
+    }
+
     fn get(&self, resource: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
         self.server.cluster().get(resource, namespace, name)
     }
@@ -321,11 +329,7 @@ async fn step7_and_step8_dry_run_then_run_twice() {
 async fn step10_reads_the_csr_and_writes_the_chain_twice() {
     let env = env().await;
     let cluster = env.server.cluster();
-    cluster
-        .create(
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}),
-        )
-        .unwrap();
+    env.create_namespace("istio-system");
     let err = ca_secrets::read_csr_secret(&env.kube).await.unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
     cluster
@@ -480,11 +484,7 @@ async fn step12_warns_when_both_labels_are_present() {
 async fn step13_integrated_twice_and_manual_table() {
     let env = env().await;
     let cluster = env.server.cluster();
-    cluster
-        .create(
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "istio-system"}}),
-        )
-        .unwrap();
+    env.create_namespace("istio-system");
     cluster
         .create(json!({"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system"},

@@ -269,13 +269,7 @@ async fn hsm_key_sequence_signs_inside_the_hsm_and_refuses_load_skey() {
         .signing()
         .issue_certificate(signing::IssueCertificateRequest {
             key_id: b"istiod-ca".to_vec(),
-            issuer_certificate: istiod_cert.pem().into_bytes(),
-            csr: workload_csr.to_pem().into_bytes(),
-            purpose: signing::Purpose::Workload.into(),
-            trust_domain: "cluster.local".into(),
-            namespace: "default".into(),
-            service_account: "sleep".into(),
-            ..Default::default()
+            ..workload_request(&istiod_cert, &workload_csr, "default", "sleep")
         })
         .await
         .unwrap()
@@ -309,15 +303,7 @@ async fn hsm_key_sequence_signs_inside_the_hsm_and_refuses_load_skey() {
     .unwrap();
     let err = c
         .signing()
-        .issue_certificate(signing::IssueCertificateRequest {
-            issuer_certificate: istiod_cert.pem().into_bytes(),
-            csr: evil.to_pem().into_bytes(),
-            purpose: signing::Purpose::Workload.into(),
-            trust_domain: "cluster.local".into(),
-            namespace: "x".into(),
-            service_account: "y".into(),
-            ..Default::default()
-        })
+        .issue_certificate(workload_request(&istiod_cert, &evil, "x", "y"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
@@ -326,15 +312,12 @@ async fn hsm_key_sequence_signs_inside_the_hsm_and_refuses_load_skey() {
     // An issuer that does not carry the HSM key is refused.
     let err = c
         .signing()
-        .issue_certificate(signing::IssueCertificateRequest {
-            issuer_certificate: root_cert.pem().into_bytes(),
-            csr: workload_csr.to_pem().into_bytes(),
-            purpose: signing::Purpose::Workload.into(),
-            trust_domain: "cluster.local".into(),
-            namespace: "default".into(),
-            service_account: "sleep".into(),
-            ..Default::default()
-        })
+        .issue_certificate(workload_request(
+            &root_cert,
+            &workload_csr,
+            "default",
+            "sleep",
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
@@ -366,6 +349,24 @@ async fn hsm_key_sequence_signs_inside_the_hsm_and_refuses_load_skey() {
         .unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     server.stop().await;
+}
+
+/// A workload certificate request in trust domain `cluster.local`, for the default signing key.
+fn workload_request(
+    issuer: &ca_signing::Certificate,
+    csr: &ca_signing::Csr,
+    namespace: &str,
+    service_account: &str,
+) -> signing::IssueCertificateRequest {
+    signing::IssueCertificateRequest {
+        issuer_certificate: issuer.pem().into_bytes(),
+        csr: csr.to_pem().into_bytes(),
+        purpose: signing::Purpose::Workload.into(),
+        trust_domain: "cluster.local".into(),
+        namespace: namespace.into(),
+        service_account: service_account.into(),
+        ..Default::default()
+    }
 }
 
 fn verify_p256(spki: &[u8], message: &[u8], sig: &[u8], dir: &Path) -> bool {

@@ -532,30 +532,21 @@ fn ingress_gateway_patch_and_server_side_apply_from_step_13() {
     assert!(yaml.contains("nodePort: 3"), "{yaml}");
 
     let patch = r#"{"spec":{"loadBalancerIP":"203.0.113.1"}}"#;
-    assert_eq!(
-        k.ok(&[
+    let patch_gateway = || {
+        let args = [
             "patch",
             "svc",
             "istio-ingressgateway",
             "-n",
             "istio-system",
             "-p",
-            patch
-        ])
-        .trim(),
-        "service/istio-ingressgateway patched"
-    );
+            patch,
+        ];
+        k.ok(&args).trim().to_owned()
+    };
+    assert_eq!(patch_gateway(), "service/istio-ingressgateway patched");
     assert_eq!(
-        k.ok(&[
-            "patch",
-            "svc",
-            "istio-ingressgateway",
-            "-n",
-            "istio-system",
-            "-p",
-            patch
-        ])
-        .trim(),
+        patch_gateway(),
         "service/istio-ingressgateway patched (no change)"
     );
     let svc = c

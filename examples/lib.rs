@@ -12,6 +12,24 @@ use mesh_install::config::Config;
 use mesh_install::flow::{FlowSpec, Inputs, Ports};
 use secrecy::ExposeSecret as _;
 
+/// A fresh SoftHSM2 token whose label starts with `label`, opened and logged in as its user, as
+/// the HSM examples need it: the fixture (which removes the token when dropped) and the shared
+/// token handle.
+///
+/// # Errors
+///
+/// If SoftHSM2 is missing or the login fails.
+pub fn user_token(label: &str) -> anyhow::Result<(sandbox::SoftHsm, Arc<hsm_core::HsmToken>)> {
+    let hsm = sandbox::SoftHsm::builder().label(label).create()?;
+    let token = hsm_core::HsmToken::open(
+        hsm.module(),
+        hsm.label(),
+        hsm.user_pin().clone(),
+        hsm_core::TokenOptions::default(),
+    )?;
+    Ok((hsm, Arc::new(token)))
+}
+
 /// Everything a whole `mesh-install` flow runs against: a SoftHSM2 token, a TLS OpenBao server
 /// and the emulated API server, connected the way `meshca` connects them.
 pub struct MeshSandbox {

@@ -7,8 +7,7 @@
 use std::sync::Arc;
 
 use hsm_core::{
-    HsmIstioKms, HsmToken, ImportCaCertRequest, ImportPolicy, IstioConfig, TokenOptions,
-    VerifyCertChainRequest,
+    HsmIstioKms, ImportCaCertRequest, ImportPolicy, IstioConfig, VerifyCertChainRequest,
 };
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
@@ -27,13 +26,7 @@ fn ca(cn: &str, pathlen: Option<u8>) -> anyhow::Result<CertificateParams> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let hsm = sandbox::SoftHsm::builder().label("asm-anchor").create()?;
-    let token = Arc::new(HsmToken::open(
-        hsm.module(),
-        hsm.label(),
-        hsm.user_pin().clone(),
-        TokenOptions::default(),
-    )?);
+    let (_hsm, token) = examples::user_token("asm-anchor")?;
 
     // The offline root and the istiod intermediate it signs.
     let root_key = KeyPair::generate()?;

@@ -8,19 +8,12 @@ use std::sync::Arc;
 
 use hsm_core::{
     AuthenticatedDecryptRequest, AuthenticatedEncryptRequest, GenerateDekRequest,
-    GenerateSKeyRequest, HsmIstioKms, HsmToken, IstioConfig, IstioKms, KekId, LoadSKeyRequest,
-    SKeySpec, TokenOptions,
+    GenerateSKeyRequest, HsmIstioKms, IstioConfig, IstioKms, KekId, LoadSKeyRequest, SKeySpec,
 };
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let hsm = sandbox::SoftHsm::builder().label("asm-istio").create()?;
-    let token = Arc::new(HsmToken::open(
-        hsm.module(),
-        hsm.label(),
-        hsm.user_pin().clone(),
-        TokenOptions::default(),
-    )?);
+    let (_hsm, token) = examples::user_token("asm-istio")?;
     let kms: Arc<dyn IstioKms> = Arc::new(HsmIstioKms::new(token, IstioConfig::default()));
 
     let kek = kms.generate_kek(Some(KekId::new("asm-kek")?)).await?;

@@ -7,20 +7,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use hsm_core::{
-    HsmKubeKms, HsmToken, KekId, KeyRef, KubeDecryptRequest, KubeEncryptRequest, KubeKms,
-    KubeKmsConfig, Mode, TokenOptions,
+    HsmKubeKms, KekId, KeyRef, KubeDecryptRequest, KubeEncryptRequest, KubeKms, KubeKmsConfig, Mode,
 };
 use zeroize::Zeroizing;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let hsm = sandbox::SoftHsm::builder().label("asm-kms-v2").create()?;
-    let token = Arc::new(HsmToken::open(
-        hsm.module(),
-        hsm.label(),
-        hsm.user_pin().clone(),
-        TokenOptions::default(),
-    )?);
+    let (_hsm, token) = examples::user_token("asm-kms-v2")?;
     let kek = KekId::new("apiserver-kek")?;
     token.ensure_kek(&kek, Mode::Apply)?;
     let kms: Arc<dyn KubeKms> =

@@ -3,9 +3,7 @@
 
 #![expect(clippy::print_stdout, reason = "an example reports to the terminal")]
 
-use std::sync::Arc;
-
-use hsm_core::{HsmKey, HsmToken, KeyAlgorithm, KeyPairId, Mode, ObjectLabel, TokenOptions};
+use hsm_core::{HsmKey, KeyAlgorithm, KeyPairId, Mode, ObjectLabel};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, PublicKeyData, SignatureAlgorithm,
     SigningKey,
@@ -29,13 +27,7 @@ impl SigningKey for Hsm {
 }
 
 fn main() -> anyhow::Result<()> {
-    let hsm = sandbox::SoftHsm::builder().label("asm-hsm-key").create()?;
-    let token = Arc::new(HsmToken::open(
-        hsm.module(),
-        hsm.label(),
-        hsm.user_pin().clone(),
-        TokenOptions::default(),
-    )?);
+    let (_hsm, token) = examples::user_token("asm-hsm-key")?;
     let id = KeyPairId::new("istiod-ca")?;
     let label = ObjectLabel::new("istiod-ca")?;
     println!(

@@ -13,7 +13,7 @@ use base64::Engine as _;
 use ca_signing::{CsrPolicy, CsrPurpose, IstiodCaProfile, RootProfile, SoftwareSigner};
 use hsm_core::{
     AuthenticatedDecryptRequest, CaId, HsmIstioKms, HsmToken, ImportPolicy, IstioConfig, IstioKms,
-    KekId, Mode, TokenOptions,
+    KekId, Mode,
 };
 use kms_grpc::CaKeyMode;
 use sandbox::istiod::{EmulatedIstiod, IstiodConfig, IstiodPhase, names};
@@ -32,13 +32,7 @@ async fn main() -> anyhow::Result<()> {
     sandbox::init_crypto();
 
     // Steps 1–3: the token and its KEK.
-    let hsm = sandbox::SoftHsm::builder().label("asm-istiod").create()?;
-    let admin = Arc::new(HsmToken::open(
-        hsm.module(),
-        hsm.label(),
-        hsm.user_pin().clone(),
-        TokenOptions::default(),
-    )?);
+    let (hsm, admin) = examples::user_token("asm-istiod")?;
     let kek = KekId::new("asm-kek")?;
     admin.ensure_kek(&kek, Mode::Apply)?;
 

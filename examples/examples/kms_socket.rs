@@ -7,22 +7,13 @@
 use std::sync::Arc;
 
 use hsm_core::{
-    HsmAdminService, HsmIstioKms, HsmKubeKms, HsmToken, IstioConfig, KekId, KeyRef, KubeKmsConfig,
-    Mode, TokenOptions,
+    HsmAdminService, HsmIstioKms, HsmKubeKms, IstioConfig, KekId, KeyRef, KubeKmsConfig, Mode,
 };
 use kms_grpc::{Backend, Backends, KmsClient, KmsServer, Profile, ServerConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let hsm = sandbox::SoftHsm::builder()
-        .label("asm-kms-socket")
-        .create()?;
-    let token = Arc::new(HsmToken::open(
-        hsm.module(),
-        hsm.label(),
-        hsm.user_pin().clone(),
-        TokenOptions::default(),
-    )?);
+    let (_hsm, token) = examples::user_token("asm-kms-socket")?;
     // The operator made the KEKs beforehand (generate-kek against an admin server).
     let kek = KekId::new("asm-kek")?;
     token.ensure_kek(&kek, Mode::Apply)?;

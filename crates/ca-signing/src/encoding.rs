@@ -1,6 +1,5 @@
 //! PEM/DER input handling and atomic output files.
 
-use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
@@ -75,34 +74,12 @@ pub enum FileMode {
 /// # Errors
 /// [`Error::Write`] naming the path.
 pub fn write_file_atomic(path: &Path, contents: &[u8], mode: FileMode) -> Result<()> {
-    let werr = |source| Error::Write {
+    let bits = match mode {
+        FileMode::Public => 0o644,
+        FileMode::Secret => mesh_common::fs::OWNER_ONLY,
+    };
+    mesh_common::fs::write_atomic(path, contents, bits).map_err(|source| Error::Write {
         path: path.to_path_buf(),
         source,
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .permissions(permissions(mode))
-        .tempfile_in(dir)
-        .map_err(werr)?;
-    tmp.write_all(contents).map_err(werr)?;
-    tmp.as_file().sync_all().map_err(werr)?;
-    tmp.persist(path).map_err(|e| werr(e.error))?;
-    Ok(())
-}
-
-#[cfg(unix)]
-fn permissions(mode: FileMode) -> std::fs::Permissions {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::Permissions::from_mode(match mode {
-        FileMode::Public => 0o644,
-        FileMode::Secret => 0o600,
     })
 }

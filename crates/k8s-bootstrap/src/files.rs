@@ -1,6 +1,5 @@
 //! Atomic, owner-only output files (Unix permissions).
 
-use std::io::Write as _;
 use std::path::Path;
 
 use crate::{Error, Mode, Outcome, Result};
@@ -27,28 +26,13 @@ pub(crate) fn ensure_secret_file(path: &Path, contents: &[u8], mode: Mode) -> Re
     if mode.is_dry_run() {
         return Ok(outcome);
     }
-    let wrap = |source| Error::WriteFile {
-        path: path.to_owned(),
-        source,
-    };
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".meshca-")
-        .permissions(owner_only_permissions())
-        .tempfile_in(dir)
-        .map_err(wrap)?;
-    tmp.write_all(contents).map_err(wrap)?;
-    tmp.as_file().sync_all().map_err(wrap)?;
-    tmp.persist(path).map_err(|e| wrap(e.error))?;
+    mesh_common::fs::write_atomic(path, contents, mesh_common::fs::OWNER_ONLY).map_err(
+        |source| Error::WriteFile {
+            path: path.to_owned(),
+            source,
+        },
+    )?;
     Ok(outcome)
-}
-
-fn owner_only_permissions() -> std::fs::Permissions {
-    use std::os::unix::fs::PermissionsExt as _;
-    std::fs::Permissions::from_mode(0o600)
 }
 
 fn owner_only(path: &Path) -> bool {

@@ -1,8 +1,9 @@
 //! Vocabulary every mesh-hsm library shares, so that reports from the HSM, Vault and Kubernetes
 //! planes combine into one: [`Mode`] (apply or dry run), [`Outcome`] (what an idempotent
 //! `ensure_*` operation did to one object) and [`RetryPolicy`] (bounded exponential backoff for
-//! transient failures). It has no I/O of its own.
+//! transient failures), plus [`fs`], the one atomic, permission-preserving file write.
 
+pub mod fs;
 mod outcome;
 mod retry;
 

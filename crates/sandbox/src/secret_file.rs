@@ -1,5 +1,3 @@
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
 use crate::{Error, Result};
@@ -11,28 +9,8 @@ use crate::{Error, Result};
 /// # Errors
 /// [`Error::Io`] naming the file.
 pub fn write_secret_file(path: &Path, contents: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map_or_else(|| "secret".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.{}.tmp", crate::random_string(8)));
-    let result = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        file.write_all(contents)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(Error::io("writing secret file", path))
+    mesh_common::fs::write_atomic(path, contents, mesh_common::fs::OWNER_ONLY)
+        .map_err(Error::io("writing secret file", path))
 }
 
 #[cfg(test)]

@@ -50,12 +50,11 @@ fn prepare() -> Result<Environment> {
          slots.removable = false\n",
         token_dir.display()
     );
-    // Test processes run in parallel and all write the same content: write to a private
-    // temporary file and rename, so no reader ever sees a half-written file.
+    // Test processes run in parallel and all write the same content: an atomic write means no
+    // reader ever sees a half-written file.
     if std::fs::read_to_string(&conf).ok().as_deref() != Some(contents.as_str()) {
-        let tmp = dir.join(format!(".softhsm2.conf.{}", crate::random_string(8)));
-        std::fs::write(&tmp, &contents).map_err(Error::io("writing SoftHSM2 config", &tmp))?;
-        std::fs::rename(&tmp, &conf).map_err(Error::io("writing SoftHSM2 config", &conf))?;
+        mesh_common::fs::write_atomic(&conf, contents.as_bytes(), 0o644)
+            .map_err(Error::io("writing SoftHSM2 config", &conf))?;
     }
     let module = Module::load(&module_path)?;
     Ok(Environment { module, token_dir })

@@ -1,8 +1,5 @@
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::Path;
-
-use zeroize::Zeroizing;
 
 use crate::{Error, Result};
 
@@ -14,31 +11,16 @@ use crate::{Error, Result};
 /// # Errors
 /// [`Error::WriteFile`] naming the file.
 pub fn write_if_changed(path: &Path, contents: &[u8], what: &'static str) -> Result<bool> {
-    let write_err = |source| Error::WriteFile {
-        what,
-        path: path.to_owned(),
-        source,
-    };
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.is_file()
-        && meta.permissions().mode() & 0o777 == 0o600
-        && let Ok(existing) = std::fs::read(path).map(Zeroizing::new)
-        && existing.as_slice() == contents
-    {
+    if mesh_common::fs::holds(path, contents, mesh_common::fs::OWNER_ONLY) {
         return Ok(false);
     }
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    // tempfile creates the file with mode 0600.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".vault-client-")
-        .tempfile_in(dir)
-        .map_err(write_err)?;
-    tmp.write_all(contents).map_err(write_err)?;
-    tmp.as_file().sync_all().map_err(write_err)?;
-    tmp.persist(path).map_err(|e| write_err(e.error))?;
+    mesh_common::fs::write_atomic(path, contents, mesh_common::fs::OWNER_ONLY).map_err(
+        |source| Error::WriteFile {
+            what,
+            path: path.to_owned(),
+            source,
+        },
+    )?;
     Ok(true)
 }
 
@@ -60,6 +42,8 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
     use super::*;
 
     #[test]

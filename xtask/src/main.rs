@@ -1,4 +1,4 @@
-//! Project automation: `cargo xtask setup | test | demo | lint`.
+//! Project automation: `cargo xtask setup | test | demo | bench | lint`.
 //!
 //! Only the standard library, so the first `cargo xtask` builds in seconds.
 
@@ -14,6 +14,8 @@ commands:
   test    setup, then every test layer: unit, real SoftHSM2/OpenBao, binaries, doc tests, examples
           (extra args go to the test runner, e.g. `cargo xtask test -p sandbox`)
   demo    setup, then `meshca demo`: the guide end to end on this machine
+  bench   setup, then the release benchmark against DESIGN.md's targets: a table on stdout and
+          bench-out/report.json (extra args go to mesh-bench, e.g. `--only plugin,memory`)
   lint    rustfmt check, clippy -D warnings, rustdoc -D warnings, cargo-deny when installed";
 
 /// Debian packages the sandbox needs, and how to tell each is present.
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         Some("setup") => setup().map(|_| ()),
         Some("test") => setup().and_then(|env| test(&env, &rest)),
         Some("demo") => setup().and_then(|env| demo(&env, &rest)),
+        Some("bench") => setup().and_then(|env| bench(&env, &rest)),
         Some("lint") => lint(),
         Some("-h" | "--help" | "help") => {
             eprintln!("{USAGE}");
@@ -298,6 +301,19 @@ fn test(env: &Env, extra: &[String]) -> Result {
                 &example,
             ]))?;
         }
+        // The benchmark with a few iterations and no targets, so it cannot rot. Debug
+        // profile: the binaries it starts are the ones the tests just built.
+        eprintln!("xtask: running the benchmark smoke test");
+        run(cargo(Some(env)).args([
+            "run",
+            "--quiet",
+            "-p",
+            "mesh-bench",
+            "--",
+            "--smoke",
+            "--out-dir",
+            "target/bench-smoke",
+        ]))?;
     }
     eprintln!("xtask: all tests passed");
     Ok(())
@@ -341,6 +357,33 @@ fn demo(env: &Env, extra: &[String]) -> Result {
     run(cargo(Some(env))
         .args(["run", "--quiet", "-p", "meshca", "--", "demo"])
         .args(extra))
+}
+
+/// The packages whose binaries the benchmark runs; built together so they share one feature
+/// resolution and one build.
+const BENCH_PACKAGES: [&str; 4] = ["mesh-bench", "meshca", "hsm-plugin", "vault-client"];
+
+fn bench(env: &Env, extra: &[String]) -> Result {
+    eprintln!("xtask: building the benchmark and the binaries it measures (release)");
+    let mut build = cargo(Some(env));
+    build.args(["build", "--release"]);
+    for package in BENCH_PACKAGES {
+        build.args(["-p", package]);
+    }
+    run(&mut build)?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| env.root.join("target"), PathBuf::from);
+    let target = if target.is_relative() {
+        env.root.join(target)
+    } else {
+        target
+    };
+    let mut cmd = Command::new(target.join("release").join("mesh-bench"));
+    cmd.current_dir(&env.root).args(extra);
+    for (k, v) in &env.vars {
+        cmd.env(k, v);
+    }
+    run(&mut cmd)
 }
 
 fn lint() -> Result {

@@ -371,8 +371,8 @@ fn bench(env: &Env, extra: &[String]) -> Result {
         build.args(["-p", package]);
     }
     run(&mut build)?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| env.root.join("target"), PathBuf::from);
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| env.root.join("target"), PathBuf::from);
     let target = if target.is_relative() {
         env.root.join(target)
     } else {

@@ -33,7 +33,9 @@ pub fn user_token(label: &str) -> anyhow::Result<(sandbox::SoftHsm, Arc<hsm_core
 /// Everything a whole `mesh-install` flow runs against: a SoftHSM2 token, a TLS OpenBao server
 /// and the emulated API server, connected the way `meshca` connects them.
 pub struct MeshSandbox {
-    /// The HSM port: the token, logged in as its user.
+    /// The token, logged in as its user.
+    pub token: Arc<hsm_core::HsmToken>,
+    /// The HSM port over [`MeshSandbox::token`].
     pub hsm_admin: hsm_core::HsmAdminService,
     /// The Vault port, with the server's root token.
     pub vault: vault_bootstrap::HttpVault,
@@ -66,7 +68,8 @@ impl MeshSandbox {
             hsm.user_pin().clone(),
             hsm_core::TokenOptions::default(),
         )?;
-        let hsm_admin = hsm_core::HsmAdminService::new(Arc::new(token));
+        let token = Arc::new(token);
+        let hsm_admin = hsm_core::HsmAdminService::new(Arc::clone(&token));
         let vault = vault_bootstrap::HttpVault::new(bao.connection()?, Some(bao.root_token()))?;
         let kubeconfig = kube::config::Kubeconfig::from_yaml(
             api.kubeconfig_yaml(api.admin_token()).expose_secret(),
@@ -74,6 +77,7 @@ impl MeshSandbox {
         let endpoint = ClusterEndpoint::from_kubeconfig(&kubeconfig, None)?;
         let kube = KubeClient::from_kubeconfig(kubeconfig, None).await?;
         Ok(Self {
+            token,
             hsm_admin,
             vault,
             kube,
@@ -86,18 +90,38 @@ impl MeshSandbox {
 
     /// The guide's default configuration pointed at this sandbox's token and Vault, validated
     /// and resolved into a flow with the token's user PIN and the API server's endpoint.
+    /// Step 9 only renders (`install.method = "manual"`), so steps 10 and 11 report blocked;
+    /// [`MeshSandbox::config`] with an installer runs them.
     ///
     /// # Errors
     ///
     /// If the configuration does not validate or resolve.
     pub fn flow_spec(&self) -> anyhow::Result<FlowSpec> {
+        let mut config = self.config();
+        config.install.method = mesh_install::config::InstallMethod::Manual;
+        self.resolve(&config)
+    }
+
+    /// The guide's default configuration pointed at this sandbox's token and Vault.
+    #[must_use]
+    pub fn config(&self) -> Config {
         let mut config = Config::default();
         config.hsm.token_label = self.hsm.label().to_string();
         config.vault.address = self.bao.addr().to_string();
         config.vault.ca_cert = self.bao.ca_cert_path();
+        config
+    }
+
+    /// `config`, validated and resolved with the token's user PIN and the API server's
+    /// endpoint.
+    ///
+    /// # Errors
+    ///
+    /// If the configuration does not validate or a file it names cannot be read.
+    pub fn resolve(&self, config: &Config) -> anyhow::Result<FlowSpec> {
         config.validate()?;
         Ok(FlowSpec::from_config(
-            &config,
+            config,
             Inputs {
                 endpoint: Some(self.endpoint.clone()),
                 pin: Some(self.hsm.user_pin().clone()),
@@ -106,13 +130,14 @@ impl MeshSandbox {
         )?)
     }
 
-    /// All three ports.
+    /// The HSM, Vault and Kubernetes ports (steps 9-11's are added by the caller).
     #[must_use]
     pub fn ports(&self) -> Ports<'_> {
         Ports {
             hsm: Some(&self.hsm_admin),
             vault: Some(&self.vault),
             kube: Some(&self.kube),
+            ..Ports::default()
         }
     }
 }

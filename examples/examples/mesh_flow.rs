@@ -1,6 +1,7 @@
-//! The built steps of the guide (0-8, 12, 13) as one flow through `mesh-install`,
-//! in-process, against a SoftHSM2 token, a TLS OpenBao server and the emulated API server: a
-//! plan, an apply, and a second apply that changes nothing.
+//! The guide as one flow through `mesh-install`, in-process, against a SoftHSM2 token, a TLS
+//! OpenBao server and the emulated API server: a plan, an apply, and a second apply that
+//! changes nothing. Step 9 only renders here (`install.method = "manual"`), so steps 10-11
+//! wait for an istiod; `mesh_install_handoff` runs them against the emulated istiod.
 
 #![expect(clippy::print_stdout, reason = "an example reports to the terminal")]
 

@@ -101,13 +101,32 @@ enum Command {
     /// istiod CA signing (step 10) with a software root key.
     #[command(subcommand)]
     Ca(CaCommand),
-    /// Run the flow end to end on this machine against a fresh SoftHSM2 token, a real OpenBao
-    /// server and the emulated cluster (the parts that are built).
-    Demo,
+    /// Step 11: check istiod's pods, the signed chain against the root, certificate expiry,
+    /// and (in the demo) the mTLS chain a workload presents.
+    Verify,
+    /// Step 12: label the configured namespaces with the revision and restart their workloads.
+    Inject,
+    /// Step 13: the ingress gateway's external address.
+    Ingress,
+    /// Run the whole flow on this machine against a fresh SoftHSM2 token, a real OpenBao
+    /// server, the emulated cluster and the emulated istiod, then verify and tear down.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
 enum MeshCommand {
+    /// Steps 9-10: install the control plane with the HSM values, then hand istiod's CSR to
+    /// the root and its signed chain back (istiod becomes ready).
+    Install,
+    /// Write the rendered IstioOperator (step 9) without touching the cluster.
+    Render {
+        /// Write here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Render for upstream Istio (our sidecars as an overlay) instead of ASM.
+        #[arg(long)]
+        upstream: bool,
+    },
     /// Step 6: check a downloaded release against its detached ECDSA signature (exit 1 when it
     /// does not match).
     VerifyRelease {
@@ -188,10 +207,12 @@ enum Output {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // vaultrs and rustify log every expected 404 (a mount not created yet) at ERROR; the
+    // flow reports real failures itself.
     let level = match (cli.quiet, cli.verbose) {
-        (true, _) => "error",
-        (false, 0) => "warn",
-        (false, 1) => "info",
+        (true, _) => "error,vaultrs=off,rustify=off",
+        (false, 0) => "warn,vaultrs=off,rustify=off",
+        (false, 1) => "info,vaultrs=off,rustify=off",
         (false, _) => "debug",
     };
     cli_common::init_logging(cli_common::LogFormat::Text, level);
@@ -220,8 +241,12 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             init(&cli.config, *force)?;
             return Ok(ExitCode::SUCCESS);
         }
-        Command::Demo => {
-            return demo::run(cli.output == Output::Json, cli.quiet);
+        Command::Demo(args) => {
+            return demo::run(args, cli.output == Output::Json, cli.quiet);
+        }
+        Command::Mesh(MeshCommand::Render { out, upstream }) => {
+            render(cli, out.as_deref(), *upstream)?;
+            return Ok(ExitCode::SUCCESS);
         }
         Command::Status => {
             return status(cli);
@@ -268,17 +293,17 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::K8s(K8sCommand::ControlPlane) => {
             &[Step::ControlPlaneResources, Step::WebhookService]
         }
+        Command::Mesh(MeshCommand::Install) => &[Step::Install, Step::SignCa],
+        Command::Verify => &[Step::Verify],
+        Command::Inject => &[Step::Injection],
+        Command::Ingress => &[Step::ExternalIp],
     };
     let mode = if matches!(cli.command, Command::Plan) {
         Mode::DryRun
     } else {
         mode
     };
-    let progress = if cli.quiet {
-        run::Progress::Quiet
-    } else {
-        run::Progress::Lines
-    };
+    let progress = run::Progress::for_stderr(cli.quiet);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let overrides = overrides(cli);
     let outcome = runtime.block_on(run::execute(
@@ -288,6 +313,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         selection,
         mode,
         progress,
+        run::Supplied::default(),
     ))?;
     match outcome {
         Ok(report) => {
@@ -322,6 +348,7 @@ fn status(cli: &Cli) -> anyhow::Result<ExitCode> {
         &BUILT,
         Mode::DryRun,
         run::Progress::Quiet,
+        run::Supplied::default(),
     ))?;
     let (report, failure) = match outcome {
         Ok(report) => (report, None),
@@ -338,6 +365,31 @@ fn status(cli: &Cli) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `meshca mesh render`: the IstioOperator of step 9, from the configuration alone.
+fn render(cli: &Cli, out: Option<&Path>, upstream: bool) -> anyhow::Result<()> {
+    let mut config =
+        mesh_install::config::Config::load(&cli.config)?.with_overrides(overrides(cli))?;
+    if upstream {
+        config.install.flavour = mesh_install::config::InstallFlavour::Upstream;
+    }
+    let yaml = mesh_install::install::to_yaml(&mesh_install::flow::render_operator(&config)?)?;
+    match out {
+        Some(path) => {
+            mesh_common::fs::write_atomic(path, yaml.as_bytes(), 0o644)
+                .with_context(|| format!("writing {}", path.display()))?;
+            if !cli.quiet {
+                eprintln!(
+                    "wrote {}; install it with `istioctl install -y -f {}`",
+                    path.display(),
+                    path.display()
+                );
+            }
+        }
+        None => std::io::stdout().lock().write_all(yaml.as_bytes())?,
+    }
+    Ok(())
 }
 
 fn init(path: &Path, force: bool) -> anyhow::Result<()> {

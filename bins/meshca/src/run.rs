@@ -9,18 +9,113 @@ use anyhow::Context as _;
 use hsm_core::pin::FileAccess;
 use k8s_bootstrap::vault_auth::ClusterEndpoint;
 use mesh_common::Mode;
-use mesh_install::config::{Config, Overrides, SecretSource};
+use mesh_install::config::{Config, InstallMethod, Overrides, RootKey, SecretSource};
 use mesh_install::flow::{self, Event, FlowReport, FlowSpec, Inputs, Ports, StepStatus};
+use mesh_install::install::{InstallError, Installer, Istioctl, MeshProbe};
 use mesh_install::steps::Step;
 use secrecy::SecretString;
 
 /// How progress is shown on stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Progress {
-    /// One line per step start and end.
+    /// One line per step start and end (stderr is not a terminal).
     Lines,
+    /// A spinner per step with its latest wait message (stderr is a terminal).
+    Spinner,
     /// Nothing.
     Quiet,
+}
+
+impl Progress {
+    /// Quiet when asked; a spinner on a terminal; lines otherwise.
+    pub(crate) fn for_stderr(quiet: bool) -> Self {
+        use std::io::IsTerminal as _;
+        if quiet {
+            Self::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Self::Spinner
+        } else {
+            Self::Lines
+        }
+    }
+}
+
+/// Shows flow events as [`Progress`] says.
+struct Display {
+    progress: Progress,
+    mode: Mode,
+    spinner: Option<indicatif::ProgressBar>,
+}
+
+impl Display {
+    fn line(&self, text: &str) {
+        match &self.spinner {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn show(&mut self, event: &Event<'_>) {
+        if self.progress == Progress::Quiet {
+            return;
+        }
+        match event {
+            Event::Started(step) => {
+                if self.progress == Progress::Spinner {
+                    let bar = indicatif::ProgressBar::new_spinner();
+                    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+                    bar.set_message(step.to_string());
+                    self.spinner = Some(bar);
+                } else {
+                    self.line(&format!("==> {step}"));
+                }
+            }
+            Event::Progress { step, message } => match &self.spinner {
+                Some(bar) => bar.set_message(format!("{step}: {message}")),
+                None => eprintln!("    {message}"),
+            },
+            Event::Finished(report) => {
+                if let Some(bar) = self.spinner.take() {
+                    bar.finish_and_clear();
+                    if report.detail != "not selected" {
+                        eprintln!("==> {}", report.step);
+                    }
+                }
+                if let Some(text) = finished_line(self.mode, report) {
+                    eprintln!("{text}");
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn finished_line(mode: Mode, report: &flow::StepReport) -> Option<String> {
+    match report.status {
+        StepStatus::Done => {
+            let changed = report
+                .changes
+                .iter()
+                .filter(|c| c.outcome.is_change())
+                .count();
+            Some(format!(
+                "    done in {} ms: {changed} of {} objects {}",
+                report.elapsed_ms,
+                report.changes.len(),
+                if mode.is_dry_run() {
+                    "would change"
+                } else {
+                    "changed"
+                }
+            ))
+        }
+        StepStatus::Failed | StepStatus::Blocked | StepStatus::Skipped
+            if report.detail != "not selected" =>
+        {
+            Some(format!("    {}: {}", report.status, report.detail))
+        }
+        _ => None,
+    }
 }
 
 /// Reads a secret named by the configuration. Every failure is a configuration error naming
@@ -124,9 +219,90 @@ pub(crate) fn append_audit(path: &Path, report: &FlowReport) -> anyhow::Result<u
     Ok(records.len())
 }
 
+/// Backends a caller supplies instead of the defaults: the demo's emulated istiod as the
+/// installer, and its workloads as the TLS probe.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Supplied<'a> {
+    /// Replaces `istioctl`.
+    pub(crate) installer: Option<&'a dyn Installer>,
+    /// Step 11's TLS probe.
+    pub(crate) probe: Option<&'a dyn MeshProbe>,
+}
+
+/// `istioctl` when it is there; otherwise an installer whose install fails with the hint (so
+/// that plans and re-runs that install nothing do not need it).
+enum CliInstaller {
+    Found(Istioctl),
+    Missing(Option<PathBuf>),
+}
+
+impl CliInstaller {
+    fn for_config(config: &Config) -> Self {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        match Istioctl::find(config.install.istioctl.as_deref(), &path) {
+            Ok(found) => Self::Found(
+                found.with_cluster(kubeconfig_path(config), config.cluster.context.clone()),
+            ),
+            Err(_) => Self::Missing(config.install.istioctl.clone()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Installer for CliInstaller {
+    fn describe(&self) -> String {
+        match self {
+            Self::Found(i) => i.describe(),
+            Self::Missing(_) => "istioctl (not found)".to_owned(),
+        }
+    }
+
+    async fn install(&self, operator: &serde_json::Value) -> Result<(), InstallError> {
+        match self {
+            Self::Found(i) => i.install(operator).await,
+            Self::Missing(explicit) => {
+                let path = std::env::var_os("PATH").unwrap_or_default();
+                Istioctl::find(explicit.as_deref(), &path)?
+                    .install(operator)
+                    .await
+            }
+        }
+    }
+}
+
+/// Step 10's root key.
+fn root_signer(
+    config: &Config,
+    token: Option<&Arc<hsm_core::HsmToken>>,
+) -> anyhow::Result<Option<Box<dyn ca_signing::Signer>>> {
+    match &config.root_ca.key {
+        None => Ok(None),
+        Some(RootKey::File(path)) => {
+            let signer = ca_signing::SoftwareSigner::from_file(path, None)
+                .map_err(|e| invalid("root-ca.key", e))?;
+            Ok(Some(Box::new(signer)))
+        }
+        Some(RootKey::Hsm(id)) => {
+            let token = token.context("root-ca.key = { hsm = ... } needs the HSM token")?;
+            let id = hsm_core::KeyPairId::new(id.clone()).map_err(|e| invalid("root-ca.key", e))?;
+            let key = hsm_core::HsmKey::open(token.clone(), &id).map_err(|source| {
+                mesh_install::Error::Hsm {
+                    step: Step::SignCa,
+                    source,
+                }
+            })?;
+            Ok(Some(Box::new(key)))
+        }
+    }
+}
+
 /// Loads `config_path`, connects what `selection` needs and runs the flow under `mode`.
 /// Returns the report, or the error with the partial report (already printed by the caller).
 /// The changes of an applied run (also of a failed one) are appended to the audit log.
+#[expect(
+    clippy::too_many_lines,
+    reason = "connects each backend a selection needs, in step order"
+)]
 pub(crate) async fn execute(
     config_path: &Path,
     overrides: Overrides,
@@ -134,14 +310,25 @@ pub(crate) async fn execute(
     selection: &[Step],
     mode: Mode,
     progress: Progress,
+    supplied: Supplied<'_>,
 ) -> anyhow::Result<Result<FlowReport, Box<flow::Failure>>> {
-    let config = Config::load(config_path)?.with_overrides(overrides)?;
+    let mut config = Config::load(config_path)?.with_overrides(overrides)?;
+    if config.install.method == InstallMethod::Manual && config.install.manifest.is_none() {
+        config.install.manifest = Some(
+            config_path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or_else(|| Path::new("."))
+                .join("istio-operator.yaml"),
+        );
+    }
     let audit = audit_path(config_path, &config, audit_log);
     let hsm_steps = [
         Step::Prerequisites,
         Step::HsmSlot,
         Step::Kek,
         Step::RootImport,
+        Step::SignCa,
     ];
     let kube_steps = [
         Step::Prerequisites,
@@ -149,6 +336,9 @@ pub(crate) async fn execute(
         Step::VaultSetup,
         Step::ControlPlaneResources,
         Step::WebhookService,
+        Step::Install,
+        Step::SignCa,
+        Step::Verify,
         Step::Injection,
         Step::ExternalIp,
     ];
@@ -161,6 +351,7 @@ pub(crate) async fn execute(
             Step::Kek,
             Step::RootImport,
             Step::VaultSetup,
+            Step::SignCa,
         ],
     ) {
         Some(read_secret("hsm.pin", &config.hsm.pin)?)
@@ -179,10 +370,27 @@ pub(crate) async fn execute(
     } else {
         None
     };
-    let hsm_admin = match &pin {
+    let token = match &pin {
         Some(pin) if needs(selection, &hsm_steps) => Some(open_hsm(&config, pin.clone()).await?),
         _ => None,
     };
+    let hsm_admin = token.clone().map(hsm_core::HsmAdminService::new);
+    let kms = token.clone().map(|t| {
+        hsm_core::HsmIstioKms::new(
+            t,
+            hsm_core::IstioConfig {
+                default_ca_id: hsm_core::CaId::new(config.hsm.ca_id.clone()).unwrap_or_default(),
+                ..hsm_core::IstioConfig::default()
+            },
+        )
+    });
+    let signer = if needs(selection, &[Step::SignCa]) {
+        root_signer(&config, token.as_ref())?
+    } else {
+        None
+    };
+    let cli_installer = CliInstaller::for_config(&config);
+    let installer: &dyn Installer = supplied.installer.unwrap_or(&cli_installer);
 
     let spec = FlowSpec::from_config(
         &config,
@@ -198,8 +406,17 @@ pub(crate) async fn execute(
             .as_ref()
             .map(|v| v as &dyn vault_bootstrap::Vault),
         kube: kube_client.as_ref().map(|k| k as &dyn k8s_bootstrap::Kube),
+        installer: Some(installer),
+        kms: kms.as_ref().map(|k| k as &dyn hsm_core::IstioKms),
+        root_signer: signer.as_deref(),
+        probe: supplied.probe,
     };
-    let mut events = |event: Event<'_>| show(progress, mode, &event);
+    let mut display = Display {
+        progress,
+        mode,
+        spinner: None,
+    };
+    let mut events = |event: Event<'_>| display.show(&event);
     let outcome = flow::run(&spec, ports, selection, mode, &mut events).await;
     let report = match &outcome {
         Ok(report) => report,
@@ -212,42 +429,6 @@ pub(crate) async fn execute(
         }
     }
     Ok(outcome)
-}
-
-fn show(progress: Progress, mode: Mode, event: &Event<'_>) {
-    if progress == Progress::Quiet {
-        return;
-    }
-    match event {
-        Event::Started(step) => eprintln!("==> {step}"),
-        Event::Progress { message, .. } => eprintln!("    {message}"),
-        Event::Finished(report) if report.status == StepStatus::Done => {
-            let changed = report
-                .changes
-                .iter()
-                .filter(|c| c.outcome.is_change())
-                .count();
-            eprintln!(
-                "    done in {} ms: {changed} of {} objects {}",
-                report.elapsed_ms,
-                report.changes.len(),
-                if mode.is_dry_run() {
-                    "would change"
-                } else {
-                    "changed"
-                }
-            );
-        }
-        Event::Finished(report)
-            if matches!(
-                report.status,
-                StepStatus::Failed | StepStatus::Blocked | StepStatus::Skipped
-            ) && report.detail != "not selected" =>
-        {
-            eprintln!("    {}: {}", report.status, report.detail);
-        }
-        _ => {}
-    }
 }
 
 async fn connect_kube(
@@ -281,7 +462,7 @@ fn connect_vault(config: &Config) -> mesh_install::Result<vault_bootstrap::HttpV
 }
 
 /// Step 1's connection: loads the module, finds the token by label and logs in once.
-async fn open_hsm(config: &Config, pin: SecretString) -> anyhow::Result<hsm_core::HsmAdminService> {
+async fn open_hsm(config: &Config, pin: SecretString) -> anyhow::Result<Arc<hsm_core::HsmToken>> {
     let module_path = config.hsm.module.clone();
     let label = hsm_core::TokenLabel::new(config.hsm.token_label.clone())
         .map_err(|e| invalid("hsm.token-label", e))?;
@@ -295,7 +476,7 @@ async fn open_hsm(config: &Config, pin: SecretString) -> anyhow::Result<hsm_core
         step: Step::HsmSlot,
         source,
     })?;
-    Ok(hsm_core::HsmAdminService::new(Arc::new(token)))
+    Ok(Arc::new(token))
 }
 
 /// Prints the report (text or JSON) to stdout.

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use assert_cmd::Command;
-use mesh_install::config::{Config, IngressMode, SecretSource};
+use mesh_install::config::{Config, IngressMode, InstallMethod, SecretSource};
 use secrecy::ExposeSecret as _;
 use serde_json::Value;
 
@@ -29,11 +29,12 @@ fn steps_lists_the_guide_in_order_as_json() {
     assert_eq!(steps[5]["owner"], "vault-bootstrap");
 }
 
-#[test]
-fn demo_runs_the_built_steps_against_real_components() {
+fn run_demo(mode: &str) -> (Value, tempfile::TempDir) {
+    let out_dir = tempfile::tempdir().unwrap();
     let out = Command::cargo_bin("meshca")
         .unwrap()
-        .args(["demo", "--output", "json"])
+        .args(["demo", "--output", "json", "--mode", mode, "--out"])
+        .arg(out_dir.path())
         .output()
         .unwrap();
     assert!(
@@ -41,11 +42,37 @@ fn demo_runs_the_built_steps_against_real_components() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    (serde_json::from_slice(&out.stdout).unwrap(), out_dir)
+}
+
+/// `openssl verify` of `leaf` against the root the demo wrote, with the chain as intermediates.
+fn openssl_verifies(dir: &std::path::Path, leaf: &str) {
+    let out = std::process::Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(dir.join("root-cert.pem"))
+        .arg("-untrusted")
+        .arg(dir.join("cert-chain.pem"))
+        .arg(dir.join(leaf))
+        .output()
+        .expect("openssl is installed by `cargo xtask setup`");
+    assert!(
+        out.status.success(),
+        "openssl verify {leaf}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn demo_runs_every_step_in_hsm_key_mode_and_its_chain_verifies_with_openssl() {
+    let (doc, out) = run_demo("hsm-key");
+    assert_eq!(doc["mode"], "hsm-key");
     let steps = doc["apply"]["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 14);
-    for n in [1, 2, 3, 4, 5, 7, 8, 12] {
-        assert_eq!(steps[n]["status"], "done", "step {n}: {}", steps[n]);
+    for (n, step) in steps.iter().enumerate() {
+        let want = if n == 6 { "skipped" } else { "done" };
+        assert_eq!(step["status"], want, "step {n}: {step}");
     }
     // The KEK, the anchor and the Vault objects were created by the first apply ...
     assert_eq!(steps[2]["changes"][0]["outcome"], "created");
@@ -57,10 +84,47 @@ fn demo_runs_the_built_steps_against_real_components() {
             .iter()
             .any(|c| c["object"] == "policy asm-demo-hsm-policy" && c["outcome"] == "created")
     );
+    // ... step 9 recorded the install, step 10 created istio-ca-cert ...
+    assert!(
+        steps[9]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(
+                |c| c["object"] == "istiooperator istio-system/installed-state-asm-183-2"
+                    && c["outcome"] == "created"
+            )
+    );
+    assert!(
+        steps[10]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(
+                |c| c["object"] == "secret istio-system/istio-ca-cert" && c["outcome"] == "created"
+            )
+    );
+    // ... step 11 checked everything, the mTLS probe included ...
+    let checks = steps[11]["checks"].as_array().unwrap();
+    assert!(checks.iter().all(|c| c["ok"] == true), "{checks:?}");
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["name"].as_str().unwrap().starts_with("mTLS")),
+        "{checks:?}"
+    );
+    assert_eq!(doc["handshake"]["alpn"], "istio");
     // ... and nothing changed the second time.
     assert_eq!(doc["reapply_unchanged"], true);
+    assert!(
+        doc["reapply"]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["changes"].as_array().unwrap())
+            .all(|c| c["outcome"] == "unchanged")
+    );
     // Pre-flight ran its named checks; no release is configured in the demo.
-    assert_eq!(steps[0]["status"], "done", "{}", steps[0]);
     let checks = steps[0]["checks"].as_array().unwrap();
     for name in ["API server reachable", "Vault reachable"] {
         assert!(
@@ -68,12 +132,38 @@ fn demo_runs_the_built_steps_against_real_components() {
             "{name}: {checks:?}"
         );
     }
-    assert_eq!(steps[6]["status"], "skipped");
-    // Every step not built says so instead of pretending.
-    for n in [9, 10, 11] {
-        assert_eq!(steps[n]["status"], "not_built", "step {n}");
+    // The artefacts: the printed chain is the written one, and openssl accepts it and the
+    // workload's chain against the written root.
+    let chain = std::fs::read_to_string(out.path().join("cert-chain.pem")).unwrap();
+    assert_eq!(doc["chain_pem"], chain);
+    openssl_verifies(out.path(), "cert-chain.pem");
+    openssl_verifies(out.path(), "workload-chain.pem");
+    let yaml = std::fs::read_to_string(out.path().join("istio-operator.yaml")).unwrap();
+    assert!(yaml.contains("hsmKEKID: asm-kek"), "{yaml}");
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["reapply_unchanged"], true);
+    let audit = std::fs::read_to_string(out.path().join("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains("secret istio-system/istio-ca-cert"),
+        "{audit}"
+    );
+    assert!(
+        !audit.contains("BEGIN"),
+        "certificate or key material in the audit log"
+    );
+}
+
+#[test]
+fn demo_runs_in_compat_mode_too() {
+    let (doc, out) = run_demo("compat");
+    assert_eq!(doc["mode"], "compat");
+    let steps = doc["apply"]["steps"].as_array().unwrap();
+    for n in [9, 10, 11, 12, 13] {
+        assert_eq!(steps[n]["status"], "done", "step {n}: {}", steps[n]);
     }
-    assert_eq!(steps[13]["status"], "blocked");
+    assert_eq!(doc["reapply_unchanged"], true);
+    openssl_verifies(out.path(), "cert-chain.pem");
 }
 
 #[test]
@@ -206,6 +296,9 @@ async fn sandbox_env() -> Env {
     config.root_ca.cert = Some(p("root.pem"));
     config.injection.namespaces = vec!["shop".to_owned()];
     config.ingress.mode = IngressMode::None;
+    // No istioctl here: step 9 renders the file for the operator; steps 10-11 wait for an
+    // istiod (the demo tests run them against the emulated one).
+    config.install.method = InstallMethod::Manual;
     let path = p("meshca.toml");
     std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
     Env {
@@ -770,4 +863,151 @@ fn ca_sign_writes_a_chain_that_openssl_verifies() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(!dir.path().join("refused/ca-cert.pem").exists());
+}
+
+fn edit_config(env: &Env, edit: impl FnOnce(&mut Config)) {
+    let mut config = Config::load(&env.config).unwrap();
+    edit(&mut config);
+    std::fs::write(&env.config, toml::to_string(&config).unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_istioctl_apply_fails_at_step_9_with_exit_4_and_the_hint() {
+    let env = sandbox_env().await;
+    edit_config(&env, |c| {
+        c.install.method = InstallMethod::Istioctl;
+        c.install.istioctl = Some(env.dir.path().join("no-such-istioctl"));
+    });
+    // A plan needs no istioctl.
+    let plan = meshca(&env, &["plan"]);
+    assert_eq!(plan["steps"][9]["changes"][0]["outcome"], "would_create");
+    let out = meshca_output(&env, &["apply"]);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("istioctl not found"), "{stderr}");
+    assert!(stderr.contains("no-such-istioctl"), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["steps"][9]["status"], "failed");
+    assert_eq!(report["steps"][10]["status"], "not_run");
+    // Everything before it was applied.
+    assert!(exists(&env, "services", Some("istio-system"), "istiod"));
+}
+
+#[test]
+fn mesh_render_writes_the_istio_operator_for_asm_and_for_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("meshca.toml");
+    std::fs::write(&config, mesh_install::config::SAMPLE).unwrap();
+    let render = |extra: &[&str]| {
+        let out = Command::cargo_bin("meshca")
+            .unwrap()
+            .arg("--config")
+            .arg(&config)
+            .args(["mesh", "render"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let asm = render(&[]);
+    assert!(asm.contains("profile: asm-multicloud"), "{asm}");
+    assert!(
+        asm.contains("vaultAuthPath: auth/asm-c1/hsm/login"),
+        "{asm}"
+    );
+    assert!(asm.contains("vaultSecretPath: asm-c1/hsm"), "{asm}");
+    let upstream = render(&["--upstream"]);
+    assert!(upstream.contains("name: hsm-plugin"), "{upstream}");
+    assert!(upstream.contains("name: vault-client"), "{upstream}");
+    assert!(!upstream.contains("hsmKEKID"), "{upstream}");
+    let file = dir.path().join("iop.yaml");
+    render(&["--out", file.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), asm);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_killed_after_the_vault_step_resumes_on_the_next_apply() {
+    use std::io::BufRead as _;
+    use std::os::unix::process::ExitStatusExt as _;
+
+    let env = sandbox_env().await;
+    // An istioctl that never returns: the kill lands inside step 9, after step 5.
+    let hang = env.dir.path().join("istioctl");
+    std::fs::write(
+        &hang,
+        "#!/bin/sh
+exec sleep 120
+",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hang, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    edit_config(&env, |c| {
+        c.install.method = InstallMethod::Istioctl;
+        c.install.istioctl = Some(hang.clone());
+    });
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("meshca"))
+        .arg("--config")
+        .arg(&env.config)
+        .arg("apply")
+        .envs(env.hsm.child_env().unwrap())
+        .current_dir(env.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        let installing = line.contains("installing with istioctl");
+        seen.push(line);
+        if installing {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.contains("installing with istioctl")),
+        "{seen:#?}"
+    );
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(9));
+    // Steps 1-8 are in place; the istiod CA is not.
+    assert!(exists(&env, "services", Some("istio-system"), "istiod"));
+    assert!(!exists(
+        &env,
+        "secrets",
+        Some("istio-system"),
+        "istio-ca-cert"
+    ));
+
+    // The next run (the operator now installs by hand) picks up where the killed one stopped.
+    edit_config(&env, |c| c.install.method = InstallMethod::Manual);
+    let again = meshca(&env, &["apply"]);
+    for n in [2, 3, 5, 7, 8] {
+        let step = &again["steps"][n];
+        assert_eq!(step["status"], "done", "step {n}: {step}");
+        assert!(
+            step["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["outcome"] == "unchanged"),
+            "step {n} redid work: {step}"
+        );
+    }
+    assert_eq!(again["steps"][9]["status"], "done");
+    assert_eq!(again["steps"][12]["status"], "done");
+    let shop = env.api.cluster().get("namespaces", None, "shop").unwrap();
+    assert_eq!(shop["metadata"]["labels"]["istio.io/rev"], "asm-183-2");
 }

@@ -32,6 +32,9 @@ pub enum Kind {
     Deployment,
     /// rbac.authorization.k8s.io/v1 `ClusterRoleBinding` (cluster-scoped).
     ClusterRoleBinding,
+    /// install.istio.io/v1alpha1 `IstioOperator`: what `istioctl install` records as
+    /// `installed-state-<revision>`.
+    IstioOperator,
 }
 
 impl Kind {
@@ -40,7 +43,16 @@ impl Kind {
         match self {
             Self::Deployment => "apps",
             Self::ClusterRoleBinding => "rbac.authorization.k8s.io",
+            Self::IstioOperator => "install.istio.io",
             _ => "",
+        }
+    }
+
+    /// The API version within the group.
+    pub fn version(self) -> &'static str {
+        match self {
+            Self::IstioOperator => "v1alpha1",
+            _ => "v1",
         }
     }
 
@@ -49,6 +61,7 @@ impl Kind {
         match self {
             Self::Deployment => "apps/v1",
             Self::ClusterRoleBinding => "rbac.authorization.k8s.io/v1",
+            Self::IstioOperator => "install.istio.io/v1alpha1",
             _ => "v1",
         }
     }
@@ -65,6 +78,7 @@ impl Kind {
             Self::Node => "Node",
             Self::Deployment => "Deployment",
             Self::ClusterRoleBinding => "ClusterRoleBinding",
+            Self::IstioOperator => "IstioOperator",
         }
     }
 
@@ -80,6 +94,7 @@ impl Kind {
             Self::Node => "nodes",
             Self::Deployment => "deployments",
             Self::ClusterRoleBinding => "clusterrolebindings",
+            Self::IstioOperator => "istiooperators",
         }
     }
 
@@ -96,7 +111,7 @@ impl Kind {
     pub fn collection_path(self, namespace: Option<&str>) -> String {
         let prefix = match self.group() {
             "" => "/api/v1".to_owned(),
-            group => format!("/apis/{group}/v1"),
+            group => format!("/apis/{group}/{}", self.version()),
         };
         match namespace {
             Some(ns) if self.is_namespaced() => {
@@ -291,6 +306,10 @@ mod tests {
         assert_eq!(
             Kind::Deployment.collection_path(None),
             "/apis/apps/v1/deployments"
+        );
+        assert_eq!(
+            Kind::IstioOperator.collection_path(Some("istio-system")),
+            "/apis/install.istio.io/v1alpha1/namespaces/istio-system/istiooperators"
         );
         assert_eq!(
             Kind::Namespace.collection_path(Some("x")),

@@ -52,6 +52,74 @@ pub struct Config {
     /// The downloaded release and its detached signature (step 6).
     #[serde(default)]
     pub release: ReleaseConfig,
+    /// The control-plane install, the CSR hand-off and the verification (steps 9-11).
+    #[serde(default)]
+    pub install: InstallConfig,
+}
+
+/// How step 9 installs the control plane.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstallMethod {
+    /// `istioctl install -y -f <rendered file>`.
+    #[default]
+    Istioctl,
+    /// Only render `install.manifest`; the operator installs it (steps 10 and 11 then wait
+    /// for an istiod to appear, and report blocked until it does).
+    Manual,
+}
+
+/// Which charts the rendering targets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstallFlavour {
+    /// Anthos Service Mesh with its `values.hsm.*`.
+    #[default]
+    Asm,
+    /// Upstream Istio, with an overlay that adds our sidecars to istiod.
+    Upstream,
+}
+
+/// `[install]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct InstallConfig {
+    /// `istioctl` or `manual`.
+    pub method: InstallMethod,
+    /// `asm` or `upstream`.
+    pub flavour: InstallFlavour,
+    /// The `IstioOperator` profile.
+    pub profile: String,
+    /// The `istioctl` binary; unset: looked up on `PATH`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub istioctl: Option<PathBuf>,
+    /// Where the rendered `IstioOperator` is written; unset: `istio-operator.yaml` next to the
+    /// configuration (manual method), or a temporary file (istioctl).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<PathBuf>,
+    /// The mesh trust domain the istiod CA is signed for (step 10).
+    pub trust_domain: String,
+    /// How long steps 9-11 wait for istiod (pods, the CSR Secret, the CA load), in seconds.
+    pub wait_seconds: u64,
+    /// Directory for `cert-chain.pem`, `ca-cert.pem` and `root-cert.pem` of step 10; unset:
+    /// not written (the chain is in Secret `istio-ca-cert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_dir: Option<PathBuf>,
+}
+
+impl Default for InstallConfig {
+    fn default() -> Self {
+        Self {
+            method: InstallMethod::default(),
+            flavour: InstallFlavour::default(),
+            profile: crate::install::DEFAULT_PROFILE.to_owned(),
+            istioctl: None,
+            manifest: None,
+            trust_domain: "cluster.local".to_owned(),
+            wait_seconds: 300,
+            out_dir: None,
+        }
+    }
 }
 
 /// `[release]`: step 6 checks `file` against `signature` with `public-key` (the guide's
@@ -345,6 +413,20 @@ mode = "none"
 # file = "istio-1.8.3-asm.2-linux-amd64.tar.gz"
 # signature = "istio-1.8.3-asm.2-linux-amd64.tar.gz.1.sig"
 # public-key = "asm-release-key.pem"
+
+[install]
+# Step 9: "istioctl" runs `istioctl install -y -f <rendered file>`; "manual" only writes the
+# file (manifest) for you to install.
+method = "istioctl"
+# "asm": the guide's values.hsm.*; "upstream": Istio's charts plus our sidecars as an overlay.
+flavour = "asm"
+profile = "asm-multicloud"
+# istioctl = "/opt/istio-1.8.3-asm.2/bin/istioctl"   # unset: looked up on PATH
+# manifest = "istio-operator.yaml"
+# Step 10 signs the istiod CA for this trust domain; steps 9-11 wait this long for istiod.
+trust-domain = "cluster.local"
+wait-seconds = 300
+# out-dir = "/etc/meshca/istiod-ca"   # cert-chain.pem, ca-cert.pem, root-cert.pem
 "#;
 
 /// Values from the environment or flags that override the file (defaults < file < environment
@@ -472,6 +554,20 @@ impl Config {
                 ));
             }
         }
+        ca_signing::CsrPolicy::for_trust_domain(&self.install.trust_domain)
+            .map_err(|e| invalid("install.trust-domain", e.to_string()))?;
+        if self.install.profile.trim().is_empty() {
+            return Err(invalid(
+                "install.profile",
+                "empty; the guide uses asm-multicloud".to_owned(),
+            ));
+        }
+        if self.install.wait_seconds == 0 {
+            return Err(invalid(
+                "install.wait-seconds",
+                "0 would never let istiod start; the default is 300".to_owned(),
+            ));
+        }
         if self.ingress.mode == IngressMode::Integrated && self.ingress.ip.is_none() {
             return Err(invalid(
                 "ingress.ip",
@@ -520,6 +616,11 @@ mod tests {
             ("[hsm]\nkek-id = \"\"\n", "hsm.kek-id"),
             ("[vault]\naddress = \"not a url\"\n", "vault.address"),
             ("[ingress]\nmode = \"integrated\"\n", "ingress.ip"),
+            (
+                "[install]\ntrust-domain = \"a b\"\n",
+                "install.trust-domain",
+            ),
+            ("[install]\nwait-seconds = 0\n", "install.wait-seconds"),
             (
                 "[injection]\nnamespaces = [\"Bad_NS\"]\n",
                 "injection.namespaces",

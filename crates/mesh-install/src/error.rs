@@ -101,6 +101,35 @@ pub enum Error {
         /// The names of the failed checks.
         failed: Vec<String>,
     },
+    /// Installing the control plane failed.
+    #[error("{step}: the control-plane install failed")]
+    Install {
+        /// The step.
+        step: Step,
+        /// The cause.
+        #[source]
+        source: crate::install::InstallError,
+    },
+    /// Reviewing, signing or verifying a certificate failed.
+    #[error("{step}: certificate check failed")]
+    Ca {
+        /// The step.
+        step: Step,
+        /// The cause.
+        #[source]
+        source: ca_signing::Error,
+    },
+    /// A file the step writes could not be written.
+    #[error("{step}: cannot write {path}")]
+    WriteFile {
+        /// The step.
+        step: Step,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A cluster operation failed.
     #[error("{step} failed on the cluster")]
     Kube {
@@ -129,6 +158,9 @@ impl Error {
                     | hsm_core::Error::PinInvalid { .. }
             ),
             Self::Kube { .. }
+            | Self::Install { .. }
+            | Self::Ca { .. }
+            | Self::WriteFile { .. }
             | Self::NotConnected { .. }
             | Self::Release { .. }
             | Self::Preflight { .. } => false,
@@ -144,6 +176,7 @@ impl Error {
             }
             Self::Vault { source, .. } => source.is_unavailable(),
             Self::Kube { source, .. } => source.is_unavailable(),
+            Self::Install { source, .. } => source.is_unavailable(),
             Self::Preflight { .. } => true,
             _ => false,
         }
@@ -158,6 +191,9 @@ impl Error {
             | Self::Vault { step, .. }
             | Self::Kube { step, .. }
             | Self::Release { step, .. }
+            | Self::Install { step, .. }
+            | Self::Ca { step, .. }
+            | Self::WriteFile { step, .. }
             | Self::Preflight { step, .. } => Some(*step),
             _ => None,
         }

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hsm_core::{CaId, HsmAdmin, ImportPolicy, KekId};
+use hsm_core::{CaId, HsmAdmin, ImportPolicy, IstioKms, KekId};
 use k8s_bootstrap::ingress::IntegratedLb;
 use k8s_bootstrap::vault_auth::{
     ClusterEndpoint, Output, ReviewerToken, VaultAuthMaterial, VaultAuthSpec,
@@ -17,25 +17,16 @@ use secrecy::SecretString;
 use serde::Serialize;
 use vault_bootstrap::{BootstrapSpec, KubernetesAuthConfig, SecretFields, Vault};
 
-use crate::config::{Config, IngressMode};
+use crate::config::{Config, IngressMode, InstallFlavour, InstallMethod};
+use crate::install::{InstallValues, Installer, MeshProbe};
 use crate::steps::Step;
 use crate::{Error, Result};
 
-/// The steps this crate can run today, in order. The others (9, 10, 11) are reported as not
-/// built.
-pub const BUILT: [Step; 11] = [
-    Step::Prerequisites,
-    Step::HsmSlot,
-    Step::Kek,
-    Step::RootImport,
-    Step::VaultKubeAuth,
-    Step::VaultSetup,
-    Step::Download,
-    Step::ControlPlaneResources,
-    Step::WebhookService,
-    Step::Injection,
-    Step::ExternalIp,
-];
+/// Every step of the guide, in order: what `meshca plan` and `apply` run.
+pub const BUILT: [Step; 14] = Step::ALL;
+
+/// The control plane's namespace.
+pub const ISTIO_NAMESPACE: &str = k8s_bootstrap::names::ISTIO_NAMESPACE;
 
 /// Istio's protocol prefixes for Service port names (`<protocol>[-<suffix>]`).
 pub const PORT_PROTOCOLS: [&str; 11] = [
@@ -111,11 +102,6 @@ impl ReleaseFiles {
     }
 }
 
-/// True when the flow can run `step`.
-pub fn is_built(step: Step) -> bool {
-    BUILT.contains(&step)
-}
-
 /// The system a change is made in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -163,10 +149,9 @@ pub enum StepStatus {
     Done,
     /// Left out on purpose (not selected, or nothing configured for it).
     Skipped,
-    /// It could not run because an earlier, not yet built step creates what it needs.
+    /// It could not run because something an earlier step (or istiod) creates is not there
+    /// yet.
     Blocked,
-    /// The step is not implemented yet.
-    NotBuilt,
     /// It failed; the run stopped here.
     Failed,
     /// Not reached because an earlier step failed.
@@ -179,7 +164,6 @@ impl fmt::Display for StepStatus {
             Self::Done => "done",
             Self::Skipped => "skipped",
             Self::Blocked => "blocked",
-            Self::NotBuilt => "not built yet",
             Self::Failed => "failed",
             Self::NotRun => "not run",
         })
@@ -337,8 +321,16 @@ pub struct Ports<'a> {
     pub hsm: Option<&'a dyn HsmAdmin>,
     /// Vault, with an operator token (step 5).
     pub vault: Option<&'a dyn Vault>,
-    /// The cluster (steps 4, 7, 8, 12, 13).
+    /// The cluster (steps 4, 7-13).
     pub kube: Option<&'a dyn Kube>,
+    /// What installs the control plane (step 9): `istioctl`, or the sandbox's istiod.
+    pub installer: Option<&'a dyn Installer>,
+    /// The HSM's Istio KMS operations, which decrypt istiod's CSR (step 10).
+    pub kms: Option<&'a dyn IstioKms>,
+    /// The root CA's key (step 10).
+    pub root_signer: Option<&'a dyn ca_signing::Signer>,
+    /// A TLS connection to a workload's sidecar (step 11).
+    pub probe: Option<&'a dyn MeshProbe>,
 }
 
 impl<'a> Ports<'a> {
@@ -408,6 +400,34 @@ pub struct FlowSpec {
     pub tools: Vec<Tool>,
     /// Step 6; `None` leaves it out.
     pub release: Option<ReleaseFiles>,
+    /// Steps 9-11.
+    pub install: InstallSpec,
+}
+
+/// Steps 9-11's settings.
+#[derive(Clone, Debug)]
+pub struct InstallSpec {
+    /// What the `IstioOperator` is rendered from.
+    pub values: InstallValues,
+    /// `istioctl` or manual.
+    pub method: InstallMethod,
+    /// ASM or upstream Istio.
+    pub flavour: InstallFlavour,
+    /// Where the rendering is written, if anywhere.
+    pub manifest: Option<std::path::PathBuf>,
+    /// The trust domain the istiod CA is signed for.
+    pub trust_domain: String,
+    /// How long to wait for istiod.
+    pub wait: WaitOptions,
+    /// Where step 10 writes the chain files, if anywhere.
+    pub out_dir: Option<std::path::PathBuf>,
+}
+
+impl InstallSpec {
+    /// The `IstioOperator` profile.
+    pub fn profile(&self) -> &str {
+        &self.values.profile
+    }
 }
 
 impl FlowSpec {
@@ -416,6 +436,10 @@ impl FlowSpec {
     ///
     /// # Errors
     /// [`Error::InvalidConfig`] and [`Error::ReadFile`] naming the field or file.
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one block per configuration section, in the file's order"
+    )]
     pub fn from_config(config: &Config, inputs: Inputs) -> Result<Self> {
         let invalid = |field: &str, reason: String| Error::InvalidConfig {
             field: field.to_owned(),
@@ -495,7 +519,20 @@ impl FlowSpec {
             }
         };
         let release = ReleaseFiles::from_config(&config.release)?;
+        let install = InstallSpec {
+            values: install_values(config)?,
+            method: config.install.method,
+            flavour: config.install.flavour,
+            manifest: config.install.manifest.clone(),
+            trust_domain: config.install.trust_domain.clone(),
+            wait: WaitOptions {
+                timeout: Duration::from_secs(config.install.wait_seconds),
+                interval: Duration::from_millis(200),
+            },
+            out_dir: config.install.out_dir.clone(),
+        };
         Ok(Self {
+            install,
             tools: inputs.tools,
             release,
             token_label: config.hsm.token_label.clone(),
@@ -515,6 +552,44 @@ impl FlowSpec {
             ingress,
         })
     }
+}
+
+/// Step 9's values from the configuration.
+fn install_values(config: &Config) -> Result<InstallValues> {
+    let vault = BootstrapSpec::for_cluster(
+        &config.cluster.suffix,
+        KubernetesAuthConfig::default(),
+        None,
+    )
+    .map_err(|e| Error::InvalidConfig {
+        field: "cluster.suffix".to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(InstallValues {
+        profile: config.install.profile.clone(),
+        revision: config.cluster.revision.clone(),
+        kek_id: config.hsm.kek_id.clone(),
+        slot_label: config.hsm.token_label.clone(),
+        ca_id: config.hsm.ca_id.clone(),
+        mode: config.hsm.mode,
+        plugin_image: config.images.hsm_plugin_image.clone(),
+        vault_client_image: config.images.vault_client_image.clone(),
+        vault_addr: config.vault.address.clone(),
+        vault_auth_path: vault.login_path(),
+        vault_auth_role: vault.auth.role.name.clone(),
+        vault_secret_path: format!("{}/{}", vault.mount.path, vault.secret_path()),
+    })
+}
+
+/// The `IstioOperator` step 9 installs for `config` (what `meshca mesh render` prints).
+///
+/// # Errors
+/// [`Error::InvalidConfig`] for a bad cluster suffix.
+pub fn render_operator(config: &Config) -> Result<serde_json::Value> {
+    Ok(crate::install::operator_for(
+        config.install.flavour,
+        &install_values(config)?,
+    ))
 }
 
 fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>> {
@@ -556,8 +631,6 @@ pub async fn run(
     for step in Step::ALL {
         let entry = if failed.is_some() {
             StepReport::new(step, StepStatus::NotRun, "an earlier step failed")
-        } else if !is_built(step) {
-            StepReport::new(step, StepStatus::NotBuilt, not_built_reason(step))
         } else if !selection.contains(&step) {
             StepReport::new(step, StepStatus::Skipped, "not selected")
         } else {
@@ -605,15 +678,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-fn not_built_reason(step: Step) -> &'static str {
-    match step {
-        Step::Install => "the install port (istioctl or the emulated istiod) is not built yet",
-        Step::SignCa => "the CSR hand-off needs istiod's CSR Secret (step 9), not built yet",
-        Step::Verify => "verification needs a running istiod (step 9), not built yet",
-        _ => "not built yet",
-    }
 }
 
 /// Checks `release.file` against its detached signature (the guide's
@@ -1050,16 +1114,15 @@ async fn run_step(
                 differences: Vec::new(),
             });
         }
-        Step::Install | Step::SignCa | Step::Verify => {
-            return Ok(StepReport::new(
-                step,
-                StepStatus::NotBuilt,
-                not_built_reason(step),
-            ));
-        }
+        Step::Install => return control_plane::install(spec, ports, mode, events).await,
+        Step::SignCa => return control_plane::sign_ca(spec, ports, mode, events).await,
+        Step::Verify => return control_plane::verify(spec, ports).await,
     }
     Ok(entry)
 }
+
+mod control_plane;
+pub use control_plane::EXPIRY_WARNING;
 
 #[cfg(test)]
 mod tests;

@@ -40,7 +40,7 @@ pub struct Check {
     pub hint: String,
 }
 
-/// The checks of a dry-run `report`, in step order. Steps skipped or not built give none.
+/// The checks of a dry-run `report`, in step order. Steps skipped or not run give none.
 pub fn checks(report: &FlowReport) -> Vec<Check> {
     let mut out = Vec::new();
     for step in &report.steps {
@@ -109,7 +109,7 @@ pub fn checks(report: &FlowReport) -> Vec<Check> {
                 CheckState::Warning,
                 step.detail.clone(),
             )),
-            StepStatus::Skipped | StepStatus::NotBuilt | StepStatus::NotRun => {}
+            StepStatus::Skipped | StepStatus::NotRun => {}
         }
     }
     out

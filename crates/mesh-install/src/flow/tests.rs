@@ -11,6 +11,7 @@ use vault_bootstrap::{KubernetesConfigInfo, KubernetesRole, MockVault, MountInfo
 
 use super::*;
 use crate::config::Config;
+use crate::install::MockInstaller;
 
 type Log = Arc<Mutex<Vec<&'static str>>>;
 
@@ -251,6 +252,10 @@ fn kube_mock(state: &Arc<Mutex<KubeState>>, calls: &Log) -> MockKube {
         if mode == Mode::Apply {
             s.writes += 1;
             s.objects.insert(object.to_string(), stored.clone());
+            if object.name == "istio-ca-cert" {
+                // istiod loads the chain and its discovery container turns ready.
+                istiod_ready(&mut s, true);
+            }
             if object.kind == k8s_bootstrap::Kind::Namespace {
                 // What the service account controller does for every namespace.
                 let sa = k8s_bootstrap::ObjectRef::namespaced(
@@ -281,6 +286,100 @@ fn kube_mock(state: &Arc<Mutex<KubeState>>, calls: &Log) -> MockKube {
         });
     k.expect_request_token()
         .returning(|_, _, _| Ok(SecretString::from("reviewer.jwt.value")));
+    k
+}
+
+const ISTIOD_POD: &str = "pod istio-system/istiod-asm-183-2-0";
+
+fn istiod_ready(s: &mut KubeState, ready: bool) {
+    if let Some(pod) = s.objects.get_mut(ISTIOD_POD) {
+        for (i, c) in pod["status"]["containerStatuses"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .enumerate()
+        {
+            c["ready"] = json!(i != 0 || ready);
+        }
+    }
+}
+
+/// The root CA of the tests: a real software key, so step 10 really signs.
+struct Root {
+    signer: ca_signing::SoftwareSigner,
+    cert: CertificatePem,
+}
+
+fn root() -> Root {
+    let signer =
+        ca_signing::SoftwareSigner::generate(ca_signing::KeyAlgorithm::EcdsaP256, "test root")
+            .unwrap();
+    let cert = ca_signing::issue_root(&ca_signing::RootProfile::default(), &signer).unwrap();
+    Root {
+        cert: CertificatePem::parse(cert.pem(), "test root").unwrap(),
+        signer,
+    }
+}
+
+/// istiod's side of the hand-off: its CSR in plain text (what the KMS mock decrypts to).
+fn istiod_csr() -> (ca_signing::SoftwareSigner, String) {
+    let key = ca_signing::SoftwareSigner::generate(ca_signing::KeyAlgorithm::EcdsaP256, "istiod")
+        .unwrap();
+    let csr = ca_signing::create_csr(
+        &ca_signing::Subject::new("Istio", "Intermediate CA"),
+        &[ca_signing::San::Dns(ca_signing::ISTIOD_DNS_NAME.to_owned())],
+        &key,
+    )
+    .unwrap();
+    (key, csr.to_pem())
+}
+
+/// An installer that does what istioctl and istiod do: records the installed state, starts an
+/// istiod pod (discovery not ready) and writes the encrypted CSR Secret.
+fn installer_mock(state: &Arc<Mutex<KubeState>>, installs: &Arc<Mutex<usize>>) -> MockInstaller {
+    let mut i = MockInstaller::new();
+    i.expect_describe()
+        .returning(|| "test installer".to_owned());
+    let (s, n) = (state.clone(), installs.clone());
+    i.expect_install().returning(move |operator| {
+        *n.lock().unwrap() += 1;
+        let mut s = s.lock().unwrap();
+        s.objects.insert(
+            "istiooperator istio-system/installed-state-asm-183-2".to_owned(),
+            operator.clone(),
+        );
+        s.objects.insert(
+            ISTIOD_POD.to_owned(),
+            json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "istiod-asm-183-2-0", "namespace": "istio-system",
+                    "labels": {"app": "istiod", "istio.io/rev": "asm-183-2"}},
+                "spec": {"containers": [{"name": "discovery"}, {"name": "hsm-plugin"}, {"name": "vault-client"}]},
+                "status": {"phase": "Running", "containerStatuses": [
+                    {"name": "discovery", "ready": false}, {"name": "hsm-plugin", "ready": true},
+                    {"name": "vault-client", "ready": true}]}}),
+        );
+        let b64 = |v: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, v);
+        s.objects.insert(
+            "secret istio-system/istio-ca-cert-csr".to_owned(),
+            json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "istio-ca-cert-csr", "namespace": "istio-system"},
+                "data": {"kek-id": b64(b"asm-kek"), "encrypted-dek": b64(b"wrapped-dek"),
+                    "csr-id": b64(b"istiod-csr-1"), "encrypted-csr": b64(b"jwe-of-the-csr")}}),
+        );
+        Ok(())
+    });
+    i
+}
+
+fn kms_mock(csr_pem: &str) -> hsm_core::MockIstioKms {
+    let mut k = hsm_core::MockIstioKms::new();
+    let csr = csr_pem.as_bytes().to_vec();
+    k.expect_authenticated_decrypt().returning(move |req| {
+        assert_eq!(req.kek_id.as_bytes(), b"asm-kek");
+        assert_eq!(req.aad, b"istiod-csr-1");
+        assert_eq!(req.ciphertext, b"jwe-of-the-csr");
+        Ok(secrecy::zeroize::Zeroizing::new(csr.clone()))
+    });
     k
 }
 
@@ -317,6 +416,10 @@ fn spec(ca: &CertificatePem) -> FlowSpec {
 
 struct World {
     spec: FlowSpec,
+    root: Root,
+    istiod_key: ca_signing::SoftwareSigner,
+    csr: String,
+    installs: Arc<Mutex<usize>>,
     calls: Log,
     hsm: Arc<Mutex<HsmState>>,
     vault: Arc<Mutex<VaultState>>,
@@ -331,8 +434,20 @@ impl World {
             "namespace app".to_owned(),
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "app"}}),
         );
+        let root = root();
+        let (istiod_key, csr) = istiod_csr();
+        let mut spec = spec(&certificate_pem());
+        spec.root_cert = Some(root.cert.as_str().as_bytes().to_vec());
+        spec.install.wait = WaitOptions {
+            timeout: Duration::from_secs(2),
+            interval: Duration::from_millis(10),
+        };
         Self {
-            spec: spec(&certificate_pem()),
+            spec,
+            root,
+            istiod_key,
+            csr,
+            installs: Arc::default(),
             calls: Log::default(),
             hsm: Arc::default(),
             vault: Arc::default(),
@@ -349,10 +464,16 @@ impl World {
         let hsm = hsm_mock(&self.hsm, &self.calls);
         let vault = vault_mock(&self.vault, &self.calls);
         let kube = kube_mock(&self.kube, &self.calls);
+        let installer = installer_mock(&self.kube, &self.installs);
+        let kms = kms_mock(&self.csr);
         let ports = Ports {
             hsm: Some(&hsm),
             vault: Some(&vault),
             kube: Some(&kube),
+            installer: Some(&installer),
+            kms: Some(&kms),
+            root_signer: Some(&self.root.signer),
+            probe: None,
         };
         let mut started = Vec::new();
         let mut events = |e: Event<'_>| {
@@ -387,7 +508,10 @@ async fn steps_run_in_guide_order_and_a_second_apply_changes_nothing() {
         assert_eq!(status(&first, step), StepStatus::Done, "{step}");
         assert!(!first.step(step).unwrap().is_unchanged(), "{step}");
     }
-    assert_eq!(status(&first, Step::Install), StepStatus::NotBuilt);
+    for step in [Step::Install, Step::SignCa, Step::Verify] {
+        assert_eq!(status(&first, step), StepStatus::Done, "{step}: {first}");
+    }
+    assert_eq!(*world.installs.lock().unwrap(), 1);
     assert_eq!(status(&first, Step::ExternalIp), StepStatus::Skipped);
     assert_eq!(
         first.step(Step::Kek).unwrap().changes[0].outcome,
@@ -405,6 +529,7 @@ async fn steps_run_in_guide_order_and_a_second_apply_changes_nothing() {
     assert!(second.changes().count() >= first.changes().count() - 1);
     assert_eq!(world.vault.lock().unwrap().writes, vault_writes);
     assert_eq!(world.kube.lock().unwrap().writes, kube_writes);
+    assert_eq!(*world.installs.lock().unwrap(), 1, "installed once only");
 }
 
 #[tokio::test]
@@ -496,7 +621,7 @@ async fn the_report_serialises_with_step_names_and_outcomes() {
     assert_eq!(json["steps"][2]["step"], "kek");
     assert_eq!(json["steps"][2]["changes"][0]["plane"], "hsm");
     assert_eq!(json["steps"][2]["changes"][0]["outcome"], "created");
-    assert_eq!(json["steps"][9]["status"], "not_built");
+    assert_eq!(json["steps"][9]["status"], "done");
     let text = serde_json::to_string(&report).unwrap();
     assert!(!text.contains("s3cr3t-pin") && !text.contains("reviewer.jwt.value"));
 }
@@ -557,8 +682,7 @@ async fn a_failed_required_preflight_check_stops_the_run() {
         .returning(|| hsm_core::Health::PinRejected(cryptoki::error::RvError::PinIncorrect));
     let ports = Ports {
         hsm: Some(&hsm),
-        vault: None,
-        kube: None,
+        ..Ports::default()
     };
     let result = run(
         &world.spec,
@@ -596,5 +720,259 @@ fn a_partial_release_section_is_refused() {
         ReleaseFiles::from_config(&crate::config::ReleaseConfig::default())
             .unwrap()
             .is_none()
+    );
+}
+
+fn secret_chain(world: &World) -> ca_signing::CertChain {
+    use base64::Engine as _;
+
+    let objects = &world.kube.lock().unwrap().objects;
+    let b64 = objects["secret istio-system/istio-ca-cert"]["data"]["cert-chain.pem"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    ca_signing::CertChain::parse_pem(&pem).unwrap()
+}
+
+#[tokio::test]
+async fn the_csr_hand_off_signs_istiods_key_with_the_root_and_waits_for_istiod() {
+    let world = World::new();
+    let report = world.run(&BUILT, Mode::Apply).await.0.unwrap();
+    let chain = secret_chain(&world);
+    // The chain is istiod's CA (the CSR's key) followed by the root, and verifies.
+    let csr = ca_signing::Csr::parse(world.csr.as_bytes()).unwrap();
+    ca_signing::check_cert_matches_csr(chain.first(), &csr).unwrap();
+    let root = ca_signing::Certificate::parse(world.root.cert.as_str().as_bytes()).unwrap();
+    chain.verify(Some(&root)).unwrap();
+    assert_eq!(chain.certs().len(), 2);
+    let step10 = report.step(Step::SignCa).unwrap();
+    assert!(step10.detail.contains("3/3"), "{}", step10.detail);
+    let step11 = report.step(Step::Verify).unwrap();
+    assert!(step11.checks.iter().all(|c| c.ok), "{:?}", step11.checks);
+    assert!(
+        step11
+            .checks
+            .iter()
+            .any(|c| c.name.contains("chains to the root")),
+        "{:?}",
+        step11.checks
+    );
+
+    // Re-signing is not needed while the chain matches the CSR: the Secret stays as it is.
+    let before = chain.to_pem();
+    let again = world.run(&BUILT, Mode::Apply).await.0.unwrap();
+    assert!(again.step(Step::SignCa).unwrap().is_unchanged());
+    assert_eq!(secret_chain(&world).to_pem(), before);
+}
+
+#[tokio::test]
+async fn a_plan_before_the_install_shows_steps_10_and_11_blocked() {
+    let world = World::new();
+    let plan = world.run(&BUILT, Mode::DryRun).await.0.unwrap();
+    assert_eq!(
+        plan.step(Step::Install).unwrap().changes[0].outcome,
+        Outcome::WouldCreate
+    );
+    for step in [Step::SignCa, Step::Verify] {
+        let s = plan.step(step).unwrap();
+        assert_eq!(s.status, StepStatus::Blocked, "{step}");
+        assert!(s.detail.contains("not installed"), "{}", s.detail);
+    }
+    assert_eq!(*world.installs.lock().unwrap(), 0);
+}
+
+#[tokio::test]
+async fn changed_install_values_reinstall_and_a_wrong_root_fails_verification() {
+    let world = World::new();
+    world.run(&BUILT, Mode::Apply).await.0.unwrap();
+    let mut spec = world.spec.clone();
+    spec.install.values.kek_id = "kek-2".to_owned();
+    let world = World { spec, ..world };
+    let plan = world.run(&BUILT, Mode::DryRun).await.0.unwrap();
+    let change = &plan.step(Step::Install).unwrap().changes[0];
+    assert_eq!(change.outcome, Outcome::WouldUpdate);
+    assert_eq!(change.differences, ["values.hsm.hsmKEKID"]);
+
+    // Another root: step 10 would sign again, and step 11's chain check fails.
+    let mut spec = world.spec.clone();
+    spec.install.values.kek_id = "asm-kek".to_owned();
+    spec.root_cert = Some(root().cert.as_str().as_bytes().to_vec());
+    let world = World { spec, ..world };
+    let plan = world.run(&[Step::SignCa, Step::Verify], Mode::DryRun).await;
+    let failure = plan.0.unwrap_err();
+    assert_eq!(
+        failure.report.step(Step::SignCa).unwrap().changes[0].outcome,
+        Outcome::WouldUpdate
+    );
+    let step11 = failure.report.step(Step::Verify).unwrap();
+    assert_eq!(step11.status, StepStatus::Failed);
+    assert!(
+        step11
+            .checks
+            .iter()
+            .any(|c| !c.ok && c.name.contains("chains to the root")),
+        "{:?}",
+        step11.checks
+    );
+}
+
+#[tokio::test]
+async fn manual_method_renders_the_file_and_leaves_the_install_to_the_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = World::new();
+    let mut spec = world.spec.clone();
+    spec.install.method = crate::config::InstallMethod::Manual;
+    spec.install.manifest = Some(dir.path().join("iop.yaml"));
+    let world = World { spec, ..world };
+    let report = world.run(&BUILT, Mode::Apply).await.0.unwrap();
+    let step9 = report.step(Step::Install).unwrap();
+    assert_eq!(step9.changes[0].outcome, Outcome::Created);
+    assert!(
+        step9.detail.contains("istioctl install -y -f"),
+        "{}",
+        step9.detail
+    );
+    let yaml = std::fs::read_to_string(dir.path().join("iop.yaml")).unwrap();
+    assert!(yaml.contains("hsmKEKID: asm-kek"), "{yaml}");
+    assert_eq!(*world.installs.lock().unwrap(), 0);
+    assert_eq!(
+        report.step(Step::SignCa).unwrap().status,
+        StepStatus::Blocked
+    );
+    let again = world.run(&BUILT, Mode::Apply).await.0.unwrap();
+    assert_eq!(
+        again.step(Step::Install).unwrap().changes[0].outcome,
+        Outcome::Unchanged
+    );
+}
+
+#[tokio::test]
+async fn an_install_failure_stops_the_run_before_signing() {
+    let world = World::new();
+    let hsm = hsm_mock(&world.hsm, &world.calls);
+    let vault = vault_mock(&world.vault, &world.calls);
+    let kube = kube_mock(&world.kube, &world.calls);
+    let mut installer = MockInstaller::new();
+    installer
+        .expect_describe()
+        .returning(|| "istioctl".to_owned());
+    installer.expect_install().returning(|_| {
+        Err(crate::install::InstallError::ToolMissing {
+            tool: "istioctl",
+            searched: None,
+            hint: "put it on PATH",
+        })
+    });
+    let ports = Ports {
+        hsm: Some(&hsm),
+        vault: Some(&vault),
+        kube: Some(&kube),
+        installer: Some(&installer),
+        ..Ports::default()
+    };
+    let failure = run(&world.spec, ports, &BUILT, Mode::Apply, &mut |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(failure.error.step(), Some(Step::Install));
+    assert!(failure.error.is_unavailable());
+    assert!(
+        failure
+            .report
+            .step(Step::Install)
+            .unwrap()
+            .detail
+            .contains("istioctl not found"),
+        "{}",
+        failure.report.step(Step::Install).unwrap().detail
+    );
+    assert_eq!(
+        failure.report.step(Step::SignCa).unwrap().status,
+        StepStatus::NotRun
+    );
+}
+
+#[tokio::test]
+async fn the_probe_must_present_a_workload_chain_under_the_istiod_ca() {
+    let world = World::new();
+    world.run(&BUILT, Mode::Apply).await.0.unwrap();
+    let chain = secret_chain(&world);
+    let kube = kube_mock(&world.kube, &world.calls);
+    let check = |probe: crate::install::MockMeshProbe| {
+        let kube = &kube;
+        let spec = world.spec.clone();
+        async move {
+            let ports = Ports {
+                kube: Some(kube),
+                probe: Some(&probe),
+                ..Ports::default()
+            };
+            run(&spec, ports, &[Step::Verify], Mode::DryRun, &mut |_| {}).await
+        }
+    };
+    // A certificate the root signed directly is not a workload of this istiod CA.
+    let stranger =
+        ca_signing::SoftwareSigner::generate(ca_signing::KeyAlgorithm::EcdsaP256, "x").unwrap();
+    let foreign = ca_signing::issue_root(&ca_signing::RootProfile::default(), &stranger)
+        .unwrap()
+        .pem();
+    let mut bad = crate::install::MockMeshProbe::new();
+    bad.expect_target().returning(|| "web.app:9080".to_owned());
+    bad.expect_server_chain()
+        .returning(move || Ok(foreign.clone()));
+    let failure = check(bad).await.unwrap_err();
+    let step11 = failure.report.step(Step::Verify).unwrap();
+    assert!(
+        step11
+            .checks
+            .iter()
+            .any(|c| !c.ok && c.name.contains("web.app:9080")),
+        "{:?}",
+        step11.checks
+    );
+
+    // The istiod CA certificate itself is not a workload certificate.
+    let mut ca_only = crate::install::MockMeshProbe::new();
+    ca_only
+        .expect_target()
+        .returning(|| "web.app:9080".to_owned());
+    let ca_pem = chain.first().pem();
+    ca_only
+        .expect_server_chain()
+        .returning(move || Ok(ca_pem.clone()));
+    assert!(check(ca_only).await.is_err());
+
+    // A workload certificate issued with istiod's key under the signed CA passes.
+    let workload_key =
+        ca_signing::SoftwareSigner::generate(ca_signing::KeyAlgorithm::EcdsaP256, "workload")
+            .unwrap();
+    let leaf = ca_signing::issue_workload(
+        &ca_signing::WorkloadProfile::new("cluster.local", "app", "web"),
+        &ca_signing::Signer::public_key_spki_der(&workload_key),
+        chain.first(),
+        &world.istiod_key,
+    )
+    .unwrap();
+    let presented = format!("{}{}", leaf.pem(), chain.to_pem());
+    let mut good = crate::install::MockMeshProbe::new();
+    good.expect_target().returning(|| "web.app:9080".to_owned());
+    good.expect_server_chain()
+        .returning(move || Ok(presented.clone()));
+    let report = check(good).await.unwrap();
+    let step11 = report.step(Step::Verify).unwrap();
+    let probe = step11
+        .checks
+        .iter()
+        .find(|c| c.name.contains("web.app:9080"))
+        .unwrap();
+    assert!(probe.ok, "{probe:?}");
+    assert!(
+        probe
+            .detail
+            .contains("spiffe://cluster.local/ns/app/sa/web"),
+        "{}",
+        probe.detail
     );
 }

@@ -42,6 +42,7 @@
 )]
 
 mod error;
+mod install;
 mod mesh;
 mod objects;
 
@@ -65,6 +66,7 @@ use vault_bootstrap::KvVersion;
 use vault_bootstrap::agent::{Agent, AgentConfig, OutputFiles, SecretLocation};
 
 pub use error::{IstiodError, IstiodResult};
+pub use install::{EmulatedInstall, HandshakeProbe, ingress_gateway};
 use mesh::DemoWorkload;
 pub use mesh::{HandshakeRecord, ISTIO_ALPN};
 

@@ -215,6 +215,19 @@ pub(crate) static RESOURCES: &[ResourceType] = &[
         categories: &[],
         subresources: &[STATUS, ("approval", "", &["get", "patch", "update"])],
     },
+    // The CRD `istioctl install` records its input in (`installed-state-<revision>`).
+    ResourceType {
+        group: "install.istio.io",
+        version: "v1alpha1",
+        plural: "istiooperators",
+        singular: "istiooperator",
+        kind: "IstioOperator",
+        namespaced: true,
+        short_names: &["iop", "io"],
+        verbs: ALL_VERBS,
+        categories: &[],
+        subresources: &[],
+    },
 ];
 
 impl ResourceType {

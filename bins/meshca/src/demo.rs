@@ -61,6 +61,8 @@ pub(crate) struct DemoArgs {
 struct DemoReport {
     /// The CA-key mode.
     mode: DemoMode,
+    /// The plan before anything exists.
+    plan: FlowReport,
     /// The first apply.
     apply: FlowReport,
     /// The second apply, which must change nothing.
@@ -266,22 +268,25 @@ async fn flow(args: &DemoArgs, quiet: bool) -> anyhow::Result<DemoReport> {
         probe: Some(&probe),
     };
     let progress = Progress::for_stderr(quiet);
-    let apply_all = |what: &'static str| {
+    let apply_all = |what: &'static str, mode: Mode| {
         say(quiet, what);
         run::execute(
             &config,
             Overrides::default(),
             None,
             &BUILT,
-            Mode::Apply,
+            mode,
             progress,
             supplied,
         )
     };
-    let apply = apply_all("meshca apply")
+    let plan = apply_all("meshca plan", Mode::DryRun)
         .await?
         .map_err(|f| anyhow::Error::new(*f))?;
-    let reapply = apply_all("meshca apply, again: nothing may change")
+    let apply = apply_all("meshca apply", Mode::Apply)
+        .await?
+        .map_err(|f| anyhow::Error::new(*f))?;
+    let reapply = apply_all("meshca apply, again: nothing may change", Mode::Apply)
         .await?
         .map_err(|f| anyhow::Error::new(*f))?;
     let reapply_unchanged = reapply.is_unchanged();
@@ -316,6 +321,7 @@ async fn flow(args: &DemoArgs, quiet: bool) -> anyhow::Result<DemoReport> {
     )?;
     let mut report = DemoReport {
         mode: args.mode,
+        plan,
         apply,
         reapply,
         reapply_unchanged,

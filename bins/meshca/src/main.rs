@@ -182,6 +182,8 @@ enum CaCommand {
 enum HsmCommand {
     /// Steps 1-3: find the token by label and log in, ensure the KEK, import the root anchor.
     Init,
+    /// The KEKs and root anchors on the token, with their protection attributes.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -226,6 +228,10 @@ fn main() -> ExitCode {
     }
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "one arm per subcommand; the step groups map to their steps in one place"
+)]
 fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let mode = if cli.dry_run {
         Mode::DryRun
@@ -243,6 +249,10 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo(args) => {
             return demo::run(args, cli.output == Output::Json, cli.quiet);
+        }
+        Command::Hsm(HsmCommand::List) => {
+            hsm_list(cli)?;
+            return Ok(ExitCode::SUCCESS);
         }
         Command::Mesh(MeshCommand::Render { out, upstream }) => {
             render(cli, out.as_deref(), *upstream)?;
@@ -365,6 +375,38 @@ fn status(cli: &Cli) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `meshca hsm list`.
+fn hsm_list(cli: &Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let doc = runtime.block_on(run::hsm_list(&cli.config, overrides(cli)))?;
+    let mut out = std::io::stdout().lock();
+    if cli.output == Output::Json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+        return Ok(());
+    }
+    writeln!(out, "token {}", doc["token"].as_str().unwrap_or_default())?;
+    for k in doc["keks"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "  KEK    {:<40} AES-{} sensitive={} extractable={}",
+            k["id"].as_str().unwrap_or_default(),
+            k["bytes"].as_u64().unwrap_or(0) * 8,
+            k["sensitive"],
+            k["extractable"]
+        )?;
+    }
+    for a in doc["anchors"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "  anchor {:<40} {} (until {})",
+            a["ca_id"].as_str().unwrap_or_default(),
+            a["subject"].as_str().unwrap_or_default(),
+            a["not_after"].as_str().unwrap_or_default()
+        )?;
+    }
+    Ok(())
 }
 
 /// `meshca mesh render`: the IstioOperator of step 9, from the configuration alone.

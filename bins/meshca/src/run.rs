@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use hsm_core::HsmAdmin as _;
 use hsm_core::pin::FileAccess;
 use k8s_bootstrap::vault_auth::ClusterEndpoint;
 use mesh_common::Mode;
@@ -551,4 +552,55 @@ pub(crate) fn print_status(
         )?;
     }
     Ok(())
+}
+
+/// `meshca hsm list`: the KEKs and CA anchors on the configured token, as JSON (attribute
+/// flags and certificate fingerprints; never key material).
+pub(crate) async fn hsm_list(
+    config_path: &Path,
+    overrides: Overrides,
+) -> anyhow::Result<serde_json::Value> {
+    let config = Config::load(config_path)?.with_overrides(overrides)?;
+    let pin = read_secret("hsm.pin", &config.hsm.pin)?;
+    let admin = hsm_core::HsmAdminService::new(open_hsm(&config, pin).await?);
+    let hsm = |source| mesh_install::Error::Hsm {
+        step: Step::HsmSlot,
+        source,
+    };
+    let keks: Vec<serde_json::Value> = admin
+        .list_keks()
+        .await
+        .map_err(hsm)?
+        .iter()
+        .map(|k| {
+            serde_json::json!({
+                "id": k.id.to_string(),
+                "label": k.label,
+                "bytes": k.value_len,
+                "sensitive": k.sensitive,
+                "extractable": k.extractable,
+                "never_extractable": k.never_extractable,
+                "local": k.local,
+            })
+        })
+        .collect();
+    let anchors: Vec<serde_json::Value> = admin
+        .list_anchors()
+        .await
+        .map_err(hsm)?
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "ca_id": a.ca_id.to_string(),
+                "subject": a.label,
+                "sha256": a.sha256,
+                "not_after": a.not_after,
+            })
+        })
+        .collect();
+    Ok(serde_json::json!({
+        "token": config.hsm.token_label,
+        "keks": keks,
+        "anchors": anchors,
+    }))
 }

@@ -68,6 +68,10 @@ fn openssl_verifies(dir: &std::path::Path, leaf: &str) {
 fn demo_runs_every_step_in_hsm_key_mode_and_its_chain_verifies_with_openssl() {
     let (doc, out) = run_demo("hsm-key");
     assert_eq!(doc["mode"], "hsm-key");
+    // The plan ran first: everything would be created, steps 10-11 wait for the install.
+    let plan = doc["plan"]["steps"].as_array().unwrap();
+    assert_eq!(plan[2]["changes"][0]["outcome"], "would_create");
+    assert_eq!(plan[10]["status"], "blocked");
     let steps = doc["apply"]["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 14);
     for (n, step) in steps.iter().enumerate() {
@@ -418,6 +422,16 @@ async fn apply_then_reapply_is_unchanged_and_dry_run_changes_nothing() {
     assert!(outcomes(&vault).iter().all(|o| o == "unchanged"));
     let hsm = meshca(&env, &["hsm", "init"]);
     assert_eq!(hsm["steps"][3]["changes"][0]["outcome"], "unchanged");
+    // The token holds exactly the KEK and the anchor, with the KEK never extractable.
+    let list = meshca(&env, &["hsm", "list"]);
+    let keks = list["keks"].as_array().unwrap();
+    assert_eq!(keks.len(), 1, "{list:#}");
+    assert_eq!(keks[0]["id"], "asm-kek");
+    assert_eq!(keks[0]["extractable"], false);
+    assert_eq!(keks[0]["sensitive"], true);
+    let anchors = list["anchors"].as_array().unwrap();
+    assert_eq!(anchors.len(), 1, "{list:#}");
+    assert_eq!(anchors[0]["subject"], "CN=Root CA,O=Istio");
 }
 
 fn changed_objects(report: &Value) -> Vec<String> {

@@ -73,14 +73,7 @@ pub fn istio_operator(v: &InstallValues) -> Value {
     json!({
         "apiVersion": "install.istio.io/v1alpha1",
         "kind": "IstioOperator",
-        "metadata": {
-            "name": installed_state_name(&v.revision),
-            "namespace": crate::flow::ISTIO_NAMESPACE,
-            "annotations": {
-                MODE_ANNOTATION: mode_name(v.mode),
-                CA_ID_ANNOTATION: v.ca_id,
-            },
-        },
+        "metadata": operator_metadata(v),
         "spec": {
             "profile": v.profile,
             "revision": v.revision,
@@ -99,6 +92,18 @@ pub fn istio_operator(v: &InstallValues) -> Value {
                     "vaultSecretPath": v.vault_secret_path,
                 },
             },
+        },
+    })
+}
+
+/// The recorded name and our two annotations.
+fn operator_metadata(v: &InstallValues) -> Value {
+    json!({
+        "name": installed_state_name(&v.revision),
+        "namespace": crate::flow::ISTIO_NAMESPACE,
+        "annotations": {
+            MODE_ANNOTATION: mode_name(v.mode),
+            CA_ID_ANNOTATION: v.ca_id,
         },
     })
 }
@@ -183,14 +188,7 @@ pub fn upstream_overlay(v: &InstallValues) -> Value {
     json!({
         "apiVersion": "install.istio.io/v1alpha1",
         "kind": "IstioOperator",
-        "metadata": {
-            "name": installed_state_name(&v.revision),
-            "namespace": crate::flow::ISTIO_NAMESPACE,
-            "annotations": {
-                MODE_ANNOTATION: mode_name(v.mode),
-                CA_ID_ANNOTATION: v.ca_id,
-            },
-        },
+        "metadata": operator_metadata(v),
         "spec": {
             "profile": "default",
             "revision": v.revision,

@@ -337,12 +337,7 @@ pub(super) async fn sign_ca(
     let root = root_of(step, spec)?;
 
     // Already signed for this very CSR key and chaining to this root: nothing to do.
-    let cert_ref = ObjectRef::namespaced(Kind::Secret, super::ISTIO_NAMESPACE, CA_CERT_SECRET);
-    let live_chain = kube
-        .get(&cert_ref)
-        .await
-        .map_err(kube_err(step))?
-        .and_then(|s| chain_of_secret(&s));
+    let (cert_ref, live_chain) = live_chain(step, kube).await?;
     let current = live_chain.as_ref().is_some_and(|chain| {
         ca_signing::check_cert_matches_csr(chain.first(), reviewed.csr()).is_ok()
             && chain.verify(Some(&root)).is_ok()
@@ -465,6 +460,17 @@ async fn csr_secret(
     kube.get(csr_ref).await.map_err(kube_err(step))
 }
 
+/// Secret `istio-ca-cert` and the chain it holds (`None` when absent or unreadable).
+async fn live_chain(step: Step, kube: &dyn Kube) -> Result<(ObjectRef, Option<CertChain>)> {
+    let object = ObjectRef::namespaced(Kind::Secret, super::ISTIO_NAMESPACE, CA_CERT_SECRET);
+    let chain = kube
+        .get(&object)
+        .await
+        .map_err(kube_err(step))?
+        .and_then(|s| chain_of_secret(&s));
+    Ok((object, chain))
+}
+
 fn chain_of_secret(secret: &Value) -> Option<CertChain> {
     use base64::Engine as _;
     let b64 = secret["data"][CERT_CHAIN_KEY].as_str()?;
@@ -557,12 +563,7 @@ pub(super) async fn verify(spec: &FlowSpec, ports: Ports<'_>) -> Result<StepRepo
     ));
 
     let root = root_of(step, spec)?;
-    let cert_ref = ObjectRef::namespaced(Kind::Secret, super::ISTIO_NAMESPACE, CA_CERT_SECRET);
-    let chain = kube
-        .get(&cert_ref)
-        .await
-        .map_err(kube_err(step))?
-        .and_then(|s| chain_of_secret(&s));
+    let (cert_ref, chain) = live_chain(step, kube).await?;
     let Some(chain) = chain else {
         entry.checks.push(check(
             format!("Secret {cert_ref} holds the istiod CA chain"),

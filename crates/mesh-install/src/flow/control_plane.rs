@@ -513,10 +513,6 @@ fn expiry_check(what: &str, cert: &Certificate) -> PreflightCheck {
 }
 
 /// Step 11.
-#[expect(
-    clippy::too_many_lines,
-    reason = "one block per check, in the order they are reported"
-)]
 pub(super) async fn verify(spec: &FlowSpec, ports: Ports<'_>) -> Result<StepReport> {
     let step = Step::Verify;
     let kube = ports.kube(step)?;

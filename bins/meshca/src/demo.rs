@@ -23,6 +23,9 @@ use crate::run::{self, Progress, Supplied};
 /// the mesh).
 const DEMO_NAMESPACE: &str = "demo-app";
 
+/// Set when the demo made its own SoftHSM2 directory (and removes it at the end).
+const OWNED_SOFTHSM_DIR: &str = "MESHCA_DEMO_SOFTHSM_DIR";
+
 /// The CA-key mode the demo installs istiod with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -120,21 +123,28 @@ impl DemoReport {
 /// (meshca started outside cargo) the demo re-runs itself with a private configuration.
 pub(crate) fn run(args: &DemoArgs, json: bool, quiet: bool) -> anyhow::Result<ExitCode> {
     if std::env::var_os("SOFTHSM2_CONF").is_none() {
-        let dir = tempfile::tempdir().context("creating a SoftHSM2 directory for the demo")?;
+        use std::os::unix::process::CommandExt as _;
+        // The token directory must outlive this process image, so it is not a TempDir.
+        let dir = std::env::temp_dir().join(format!("meshca-demo-softhsm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("creating {} for the demo's SoftHSM2", dir.display()))?;
         let exe = std::env::current_exe().context("locating the meshca binary")?;
-        let status = std::process::Command::new(exe)
+        // exec, not spawn: the demo keeps this pid, so Ctrl-C and signals reach it directly.
+        let err = std::process::Command::new(exe)
             .args(std::env::args_os().skip(1))
-            .env("SOFTHSM2_CONF", dir.path().join("softhsm2.conf"))
-            .status()
-            .context("re-running meshca demo with its own SoftHSM2 configuration")?;
-        return Ok(status
-            .code()
-            .and_then(|c| u8::try_from(c).ok())
-            .map_or(ExitCode::FAILURE, ExitCode::from));
+            .env("SOFTHSM2_CONF", dir.join("softhsm2.conf"))
+            .env(OWNED_SOFTHSM_DIR, &dir)
+            .exec();
+        return Err(anyhow::Error::new(err)
+            .context("re-running meshca demo with its own SoftHSM2 configuration"));
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let report = runtime.block_on(flow(args, quiet))?;
-    print(&report, json)?;
+    let report = runtime.block_on(flow(args, json, quiet));
+    drop(runtime);
+    if let Some(dir) = std::env::var_os(OWNED_SOFTHSM_DIR) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let report = report?;
     Ok(if report.passed() {
         ExitCode::SUCCESS
     } else {
@@ -253,7 +263,7 @@ fn write_config(w: &World, mode: DemoMode) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-async fn flow(args: &DemoArgs, quiet: bool) -> anyhow::Result<DemoReport> {
+async fn flow(args: &DemoArgs, json: bool, quiet: bool) -> anyhow::Result<DemoReport> {
     let started = Instant::now();
     let w = world(quiet).await?;
     let config = write_config(&w, args.mode)?;
@@ -336,9 +346,10 @@ async fn flow(args: &DemoArgs, quiet: bool) -> anyhow::Result<DemoReport> {
     std::fs::write(&report_path, serde_json::to_string_pretty(&report)?)
         .with_context(|| format!("writing {}", report_path.display()))?;
     report.artefacts.push(report_path);
+    print(&report, json)?;
 
     if args.keep {
-        keep(&w, &install).await?;
+        keep(&w, &install, &args.out).await?;
     }
     Ok(report)
 }
@@ -363,11 +374,12 @@ fn write_artefacts(
 }
 
 /// `--keep`: print how to reach every component, then wait for Ctrl-C.
-async fn keep(w: &World, install: &EmulatedInstall) -> anyhow::Result<()> {
+async fn keep(w: &World, install: &EmulatedInstall, out_dir: &Path) -> anyhow::Result<()> {
     let socket = install
         .with(|i| Some(i.socket_path().to_owned()))
         .unwrap_or_default();
-    let mut out = std::io::stdout().lock();
+    // On stderr, so that `--output json` keeps stdout one JSON document.
+    let mut out = std::io::stderr().lock();
     writeln!(out, "\nThe sandbox keeps running; Ctrl-C tears it down.")?;
     writeln!(
         out,
@@ -392,8 +404,9 @@ async fn keep(w: &World, install: &EmulatedInstall) -> anyhow::Result<()> {
     writeln!(
         out,
         "  try: kubectl get pods -n istio-system; bao kv get asm-demo/hsm; \
-         hsm-plugin verify-cert --socket {} -f demo-out/cert-chain.pem",
-        socket.display()
+         hsm-plugin verify-cert --socket {} -f {}",
+        socket.display(),
+        out_dir.join("cert-chain.pem").display()
     )?;
     drop(out);
     tokio::signal::ctrl_c()

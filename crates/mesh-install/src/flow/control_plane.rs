@@ -367,9 +367,11 @@ pub(super) async fn sign_ca(
         );
         return Ok(entry);
     } else {
-        let signer = ports.root_signer.ok_or(Error::NotConnected {
+        let signer = ports.root_signer.ok_or(Error::MissingInput {
             step,
-            backend: "the root CA key (root-ca.key)",
+            what: "the root CA key",
+            hint: "set root-ca.key ({ file = \"...\" } or { hsm = \"<key pair id>\" }), or sign \
+                   offline with `meshca ca sign` and create Secret istio-ca-cert from its output",
         })?;
         let profile = IstiodCaProfile::default();
         let issued =

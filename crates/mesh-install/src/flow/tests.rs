@@ -976,3 +976,39 @@ async fn the_probe_must_present_a_workload_chain_under_the_istiod_ca() {
         probe.detail
     );
 }
+
+#[tokio::test]
+async fn without_the_root_key_step_10_names_the_setting_and_the_offline_way() {
+    let world = World::new();
+    let hsm = hsm_mock(&world.hsm, &world.calls);
+    let vault = vault_mock(&world.vault, &world.calls);
+    let kube = kube_mock(&world.kube, &world.calls);
+    let installer = installer_mock(&world.kube, &world.installs);
+    let kms = kms_mock(&world.csr);
+    let ports = Ports {
+        hsm: Some(&hsm),
+        vault: Some(&vault),
+        kube: Some(&kube),
+        installer: Some(&installer),
+        kms: Some(&kms),
+        ..Ports::default()
+    };
+    let failure = run(&world.spec, ports, &BUILT, Mode::Apply, &mut |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(failure.error.step(), Some(Step::SignCa));
+    assert!(failure.error.is_config());
+    let text = failure.error.to_string();
+    assert!(
+        text.contains("root-ca.key") && text.contains("meshca ca sign"),
+        "{text}"
+    );
+    assert!(
+        !world
+            .kube
+            .lock()
+            .unwrap()
+            .objects
+            .contains_key("secret istio-system/istio-ca-cert")
+    );
+}

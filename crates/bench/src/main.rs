@@ -55,6 +55,16 @@ struct Cli {
     /// Measure only these parts (comma separated); all when absent.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Part>,
+    /// Part 1 only: run one series alone, for a profiler (`transport`, `hsm:OP`, `port:OP`,
+    /// `plugin:OP`; OP is `auth-encrypt`, `kms-encrypt` or `sign`).
+    #[arg(long)]
+    focus: Option<String>,
+    /// With --focus: concurrent clients.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// With --focus: how long, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -151,7 +161,7 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         let part_started = Instant::now();
         eprintln!("mesh-bench: measuring {part:?}");
         match part {
-            Part::Plugin => plugin::run(&rt, plugin_settings(cli.smoke), &mut report)
+            Part::Plugin => plugin::run(&rt, plugin_settings(cli)?, &mut report)
                 .context("part 1, hsm-plugin against its floors")?,
             Part::Install => install::run(&rt, &cli.out_dir, &mut report)
                 .context("part 2, meshca apply against the guide's commands")?,
@@ -185,20 +195,30 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn plugin_settings(smoke: bool) -> plugin::Settings {
-    if smoke {
+fn plugin_settings(cli: &Cli) -> anyhow::Result<plugin::Settings> {
+    let focus = match &cli.focus {
+        Some(text) => {
+            let duration = Duration::try_from_secs_f64(cli.seconds)
+                .map_err(|e| anyhow::anyhow!("--seconds {}: {e}", cli.seconds))?;
+            Some(plugin::Focus::parse(text, cli.clients, duration)?)
+        }
+        None => None,
+    };
+    Ok(if cli.smoke {
         plugin::Settings {
             rounds: 1,
             slice: Duration::from_millis(40),
             warmup: Duration::from_millis(10),
+            focus,
         }
     } else {
         plugin::Settings {
             rounds: 6,
             slice: Duration::from_millis(500),
             warmup: Duration::from_millis(200),
+            focus,
         }
-    }
+    })
 }
 
 fn memory_settings(smoke: bool) -> memory::Settings {

@@ -41,6 +41,48 @@ pub(crate) struct Settings {
     pub(crate) slice: Duration,
     /// Unmeasured run of every series before the first round.
     pub(crate) warmup: Duration,
+    /// Run only this series (for a profiler attached to the bench), instead of the figures.
+    pub(crate) focus: Option<Focus>,
+}
+
+/// One series run on its own for a while.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Focus {
+    series: Series,
+    /// Concurrent clients (or threads).
+    pub(crate) clients: usize,
+    /// How long.
+    pub(crate) duration: Duration,
+}
+
+impl Focus {
+    /// Parses `transport`, `hsm:OP`, `port:OP` or `plugin:OP`, OP one of `auth-encrypt`,
+    /// `kms-encrypt`, `sign`.
+    pub(crate) fn parse(text: &str, clients: usize, duration: Duration) -> anyhow::Result<Self> {
+        let op = |name: &str| match name {
+            "auth-encrypt" => Ok(Op::AuthEncrypt),
+            "kms-encrypt" => Ok(Op::KubeEncrypt),
+            "sign" => Ok(Op::Sign),
+            other => Err(anyhow::anyhow!(
+                "--focus: unknown operation {other:?}; use auth-encrypt, kms-encrypt or sign"
+            )),
+        };
+        let series = match text.split_once(':') {
+            None if text == "transport" => Series::Transport,
+            Some(("hsm", o)) => Series::Hsm(op(o)?),
+            Some(("port", o)) => Series::Port(op(o)?),
+            Some(("plugin", o)) => Series::Plugin(op(o)?),
+            _ => anyhow::bail!(
+                "--focus {text:?}: use transport, hsm:OP, port:OP or plugin:OP (OP: auth-encrypt, kms-encrypt, sign)"
+            ),
+        };
+        anyhow::ensure!(clients > 0, "--clients must be at least 1");
+        Ok(Self {
+            series,
+            clients,
+            duration,
+        })
+    }
 }
 
 /// The operations the plugin is held to.
@@ -238,7 +280,39 @@ impl Floor {
 enum Series {
     Transport,
     Hsm(Op),
+    /// The operation through hsm-core's async port, in-process: the HSM floor plus the hop
+    /// to the blocking pool (a diagnostic between the floor and the plugin).
+    Port(Op),
     Plugin(Op),
+}
+
+/// hsm-core's async ports, as the server calls them.
+pub(crate) struct Ports {
+    istio: Arc<dyn hsm_core::IstioKms>,
+    kube: Arc<dyn hsm_core::KubeKms>,
+    admin: Arc<dyn hsm_core::HsmAdmin>,
+    ae: AuthenticatedEncryptRequest,
+    v2: KubeEncryptRequest,
+    key: KeyPairId,
+    message: Vec<u8>,
+}
+
+async fn port_call(ports: &Ports, op: Op) -> anyhow::Result<()> {
+    match op {
+        Op::AuthEncrypt => {
+            ports.istio.authenticated_encrypt(ports.ae.clone()).await?;
+        }
+        Op::KubeEncrypt => {
+            ports.kube.encrypt(ports.v2.clone()).await?;
+        }
+        Op::Sign => {
+            ports
+                .admin
+                .sign(ports.key.clone(), ports.message.clone())
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs `threads` OS threads calling `op` in-process until the slice ends.
@@ -284,6 +358,7 @@ fn measure_floor(
 async fn measure_rpc(
     clients: &[KmsClient],
     requests: &Arc<Requests>,
+    ports: &Arc<Ports>,
     series: Series,
     slice: Duration,
 ) -> anyhow::Result<(Vec<u64>, Duration)> {
@@ -293,6 +368,7 @@ async fn measure_rpc(
     for client in clients {
         let client = client.clone();
         let requests = Arc::clone(requests);
+        let ports = Arc::clone(ports);
         set.spawn(async move {
             let mut lat = Vec::with_capacity(8192);
             while Instant::now() < deadline {
@@ -300,7 +376,8 @@ async fn measure_rpc(
                 match series {
                     Series::Transport => transport_call(&client).await?,
                     Series::Plugin(op) => plugin_call(&client, &requests, op).await?,
-                    Series::Hsm(_) => anyhow::bail!("the HSM floor is not measured over RPC"),
+                    Series::Port(op) => port_call(&ports, op).await?,
+                    Series::Hsm(_) => anyhow::bail!("the HSM floor is measured on OS threads"),
                 }
                 lat.push(nanos(t.elapsed()));
             }
@@ -378,12 +455,14 @@ impl Server {
 struct Level {
     transport: Samples,
     hsm: Vec<Samples>,
+    port: Vec<Samples>,
     plugin: Vec<Samples>,
 }
 
 struct Bench<'a> {
     rt: &'a Runtime,
     floor: Floor,
+    ports: Arc<Ports>,
     requests: Arc<Requests>,
     socket: PathBuf,
 }
@@ -397,9 +476,13 @@ impl Bench<'_> {
     ) -> anyhow::Result<(Vec<u64>, Duration)> {
         match series {
             Series::Hsm(op) => measure_floor(&self.floor, op, clients.len(), slice),
-            other => self
-                .rt
-                .block_on(measure_rpc(clients, &self.requests, other, slice)),
+            other => self.rt.block_on(measure_rpc(
+                clients,
+                &self.requests,
+                &self.ports,
+                other,
+                slice,
+            )),
         }
     }
 
@@ -408,6 +491,7 @@ impl Bench<'_> {
         let mut order = vec![Series::Transport];
         for op in Op::ALL {
             order.push(Series::Hsm(op));
+            order.push(Series::Port(op));
             order.push(Series::Plugin(op));
         }
         for series in &order {
@@ -416,6 +500,7 @@ impl Bench<'_> {
         let mut level = Level {
             transport: Samples::default(),
             hsm: vec![Samples::default(); Op::ALL.len()],
+            port: vec![Samples::default(); Op::ALL.len()],
             plugin: vec![Samples::default(); Op::ALL.len()],
         };
         for round in 0..settings.rounds {
@@ -429,6 +514,7 @@ impl Bench<'_> {
                 let slot = match series {
                     Series::Transport => &mut level.transport,
                     Series::Hsm(op) => &mut level.hsm[index(op)],
+                    Series::Port(op) => &mut level.port[index(op)],
                     Series::Plugin(op) => &mut level.plugin[index(op)],
                 };
                 slot.add_round(lat, wall);
@@ -436,6 +522,7 @@ impl Bench<'_> {
         }
         let empty = std::iter::once(&level.transport)
             .chain(&level.hsm)
+            .chain(&level.port)
             .chain(&level.plugin)
             .any(|s| s.count() == 0);
         anyhow::ensure!(
@@ -444,6 +531,43 @@ impl Bench<'_> {
             settings.slice
         );
         Ok(level)
+    }
+}
+
+impl Bench<'_> {
+    fn focus(&self, focus: Focus, report: &mut Report) -> anyhow::Result<()> {
+        let clients = self.rt.block_on(connect(&self.socket, focus.clients))?;
+        eprintln!(
+            "mesh-bench: running {:?} alone for {:?}",
+            focus.series, focus.duration
+        );
+        self.run(focus.series, &clients, Duration::from_millis(200))?;
+        let (lat, wall) = self.run(focus.series, &clients, focus.duration)?;
+        let mut samples = Samples::default();
+        samples.add_round(lat, wall);
+        let label = format!("{:?}, {} client(s)", focus.series, focus.clients);
+        report.info(
+            1,
+            "focus.ops_per_sec",
+            &format!("{label}: throughput"),
+            samples.ops_per_sec(),
+            Unit::OpsPerSec,
+        );
+        report.info(
+            1,
+            "focus.p50_us",
+            &format!("{label}: p50"),
+            samples.p50_us(),
+            Unit::Micros,
+        );
+        report.info(
+            1,
+            "focus.p99_us",
+            &format!("{label}: p99"),
+            samples.p99_us(),
+            Unit::Micros,
+        );
+        Ok(())
     }
 }
 
@@ -482,6 +606,15 @@ pub(crate) fn run(rt: &Runtime, settings: Settings, report: &mut Report) -> anyh
         },
         message: message(),
     };
+    let ports = Arc::new(Ports {
+        istio: Arc::new(floor.istio.clone()),
+        kube: Arc::new(floor.kube.clone()),
+        admin: Arc::new(HsmAdminService::new(Arc::clone(&keys.token))),
+        ae: floor.ae.clone(),
+        v2: floor.v2.clone(),
+        key: keys.signing_key.clone(),
+        message: message(),
+    });
     let dir = tempfile::Builder::new()
         .prefix("mesh-bench-plugin-")
         .tempdir()
@@ -491,10 +624,14 @@ pub(crate) fn run(rt: &Runtime, settings: Settings, report: &mut Report) -> anyh
     let bench = Bench {
         rt,
         floor,
+        ports,
         requests,
         socket,
     };
     let result = (|| {
+        if let Some(focus) = settings.focus {
+            return bench.focus(focus, report);
+        }
         for concurrency in [1usize, 16] {
             eprintln!("mesh-bench: part 1: {concurrency} client(s)");
             let level = bench.level(concurrency, settings)?;
@@ -544,6 +681,12 @@ fn figures(report: &mut Report, c: usize, level: &Level) {
             &format!("plugin.{}.hsm", op.id()),
             &format!("HSM floor {}", op.label()),
             hsm,
+        );
+        series(
+            report,
+            &format!("plugin.{}.port", op.id()),
+            &format!("hsm-core async port {}", op.label()),
+            &level.port[index(op)],
         );
         series(
             report,

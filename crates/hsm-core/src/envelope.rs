@@ -9,6 +9,7 @@ use zeroize::Zeroizing;
 
 use crate::jwe::{self, Dek, TAG_LEN};
 use crate::kek::find_key;
+use crate::session::ObjectKey;
 use crate::{Error, HsmToken, KekId, ObjectLabel, Result};
 
 /// IV length of AES-GCM inside the HSM for new blobs. Decryption accepts whatever the JWE
@@ -56,6 +57,13 @@ impl KeyRef {
         Self {
             id,
             label: ObjectLabel::kek(),
+        }
+    }
+
+    pub(crate) fn object_key(&self) -> ObjectKey {
+        ObjectKey::SecretKey {
+            id: self.id.as_bytes().to_vec(),
+            label: self.label.as_str().as_bytes().to_vec(),
         }
     }
 }
@@ -162,9 +170,14 @@ impl HsmToken {
         iv: &Iv,
         plaintext: &[u8],
     ) -> Result<String> {
+        let object = key.object_key();
         self.with_session("encrypting with an HSM key", |session| {
-            let handle = find_key(self, session, &key.id, &key.label)?;
-            hsm_seal(session, handle, kid, aad, iv, plaintext)
+            self.with_object(
+                session,
+                &object,
+                |s| find_key(self, s, &key.id, &key.label),
+                |handle| hsm_seal(session, handle, kid, aad, iv, plaintext),
+            )
         })
     }
 
@@ -181,9 +194,14 @@ impl HsmToken {
         kid: &str,
         blob: &[u8],
     ) -> Result<Opened> {
+        let object = key.object_key();
         self.with_session("decrypting with an HSM key", |session| {
-            let handle = find_key(self, session, &key.id, &key.label)?;
-            hsm_open(session, handle, what, kid, blob)
+            self.with_object(
+                session,
+                &object,
+                |s| find_key(self, s, &key.id, &key.label),
+                |handle| hsm_open(session, handle, what, kid, blob),
+            )
         })
     }
 

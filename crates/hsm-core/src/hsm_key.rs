@@ -14,6 +14,7 @@ use openssl::nid::Nid;
 use openssl::pkey::PKey;
 use openssl::rsa::Rsa;
 
+use crate::session::ObjectKey;
 use crate::{Error, HsmToken, KeyPairId, Mode, ObjectLabel, Outcome, Result, der};
 
 const P256_OID: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
@@ -336,26 +337,34 @@ impl HsmKey {
     /// # Errors
     /// [`Error::ObjectNotFound`] when the private key is gone, [`Error::Pkcs11`], [`Error::Crypto`].
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
+        let object = ObjectKey::PrivateKey {
+            id: self.id.as_bytes().to_vec(),
+        };
+        // CKM_ECDSA takes the digest; the RSA mechanism hashes inside the HSM.
+        let digest = match self.algorithm {
+            KeyAlgorithm::EcdsaP256 => openssl::sha::sha256(message).to_vec(),
+            KeyAlgorithm::EcdsaP384 => openssl::sha::sha384(message).to_vec(),
+            KeyAlgorithm::Rsa3072 => Vec::new(),
+        };
+        let (mechanism, input, operation) = match self.algorithm {
+            KeyAlgorithm::Rsa3072 => (Mechanism::Sha256RsaPkcs, message, "RSA signing"),
+            KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => {
+                (Mechanism::Ecdsa, digest.as_slice(), "ECDSA signing")
+            }
+        };
         let raw = self
             .token
             .with_session("signing with an HSM key", |session| {
-                let key = find_one(&self.token, session, ObjectClass::PRIVATE_KEY, &self.id)?
-                    .ok_or_else(|| Error::ObjectNotFound {
-                        what: "private key",
-                        id: self.id.to_text(),
-                        token: self.token.label().to_string(),
-                    })?;
-                match self.algorithm {
-                    KeyAlgorithm::EcdsaP256 => session
-                        .sign(&Mechanism::Ecdsa, key, &openssl::sha::sha256(message))
-                        .map_err(Error::pkcs11("ECDSA signing")),
-                    KeyAlgorithm::EcdsaP384 => session
-                        .sign(&Mechanism::Ecdsa, key, &openssl::sha::sha384(message))
-                        .map_err(Error::pkcs11("ECDSA signing")),
-                    KeyAlgorithm::Rsa3072 => session
-                        .sign(&Mechanism::Sha256RsaPkcs, key, message)
-                        .map_err(Error::pkcs11("RSA signing")),
-                }
+                self.token.with_object(
+                    session,
+                    &object,
+                    |s| self.find_private(s),
+                    |key| {
+                        session
+                            .sign(&mechanism, key, input)
+                            .map_err(Error::pkcs11(operation))
+                    },
+                )
             })?;
         match self.algorithm {
             KeyAlgorithm::Rsa3072 => Ok(raw),
@@ -378,6 +387,35 @@ impl HsmKey {
                 Ok(sig)
             }
         }
+    }
+}
+
+impl HsmKey {
+    /// Finds the private key, and checks that its public half is still the one this key was
+    /// opened with (the pair may have been replaced on the token since).
+    fn find_private(&self, session: &Session) -> Result<ObjectHandle> {
+        let private = find_one(&self.token, session, ObjectClass::PRIVATE_KEY, &self.id)?
+            .ok_or_else(|| Error::ObjectNotFound {
+                what: "private key",
+                id: self.id.to_text(),
+                token: self.token.label().to_string(),
+            })?;
+        let public = find_one(&self.token, session, ObjectClass::PUBLIC_KEY, &self.id)?
+            .ok_or_else(|| Error::ObjectNotFound {
+                what: "public key",
+                id: self.id.to_text(),
+                token: self.token.label().to_string(),
+            })?;
+        let (_, spki, _) = read_public(session, &self.id, public)?;
+        if spki != self.spki {
+            return Err(Error::ObjectMismatch {
+                what: "key pair",
+                id: self.id.to_text(),
+                difference: "it was replaced on the token after it was opened; open it again"
+                    .to_owned(),
+            });
+        }
+        Ok(private)
     }
 }
 

@@ -112,7 +112,7 @@ pub struct VerifyCertChainRequest {
 /// The Istio KMS operations on one token. Cheap to clone.
 ///
 /// The methods here block on the HSM; the [`crate::IstioKms`] implementation runs them on
-/// tokio's blocking pool.
+/// tokio's blocking pool, or on the calling task when the token answers in microseconds.
 #[derive(Debug, Clone)]
 pub struct HsmIstioKms {
     pub(crate) token: Arc<HsmToken>,

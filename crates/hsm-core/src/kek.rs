@@ -332,6 +332,7 @@ impl HsmToken {
             session
                 .destroy_object(handle)
                 .map_err(Error::pkcs11("destroying a KEK"))?;
+            self.forget_object(&crate::KeyRef::kek(id.clone()).object_key());
             tracing::warn!(hsm.token = %self.label(), hsm.kek = %id, "KEK destroyed");
             Ok(())
         })

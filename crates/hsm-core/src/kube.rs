@@ -110,7 +110,8 @@ pub struct V1Version {
 }
 
 /// The Kubernetes KMS operations on one token. Cheap to clone; the methods block (the
-/// [`crate::KubeKms`] implementation runs them on tokio's blocking pool).
+/// [`crate::KubeKms`] implementation runs them on tokio's blocking pool, or on the calling
+/// task when the token answers in microseconds).
 #[derive(Debug, Clone)]
 pub struct HsmKubeKms {
     pub(crate) token: Arc<HsmToken>,

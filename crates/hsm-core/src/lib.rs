@@ -15,7 +15,10 @@
 //!
 //! It does no networking; `kms-grpc` puts the ports on a socket. PKCS#11 calls block (a
 //! network HSM answers in milliseconds): the async ports run them on tokio's blocking pool,
-//! and synchronous callers call [`HsmToken`] methods from a thread that may block.
+//! except the per-request operations of a token that answers in microseconds, which run on
+//! the calling task (a hop to another thread would cost more than the call; see
+//! [`HsmToken::typical_call`]). Synchronous callers call [`HsmToken`] methods from a thread
+//! that may block.
 //!
 //! ```no_run
 //! use hsm_core::{HsmToken, KekId, Mode, Module, TokenLabel, TokenOptions};

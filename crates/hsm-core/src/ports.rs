@@ -1,10 +1,17 @@
-//! The async ports transports call (kms-grpc, meshca), and their HSM implementations, which
-//! run every PKCS#11 call on tokio's blocking pool so no async worker ever blocks.
+//! The async ports transports call (kms-grpc, meshca), and their HSM implementations.
+//!
+//! A PKCS#11 call blocks. On a token that answers in microseconds (SoftHSM2, a local HSM) the
+//! hop to tokio's blocking pool and back costs more than the call itself (two thread wake-ups),
+//! so such calls run on the calling task; on a token whose calls take longer on average (a
+//! network HSM answers in milliseconds), every call goes to the blocking pool so no async
+//! worker waits on the network. [`HsmToken::typical_call`] is what decides.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use zeroize::Zeroizing;
 
+use crate::session::lock;
 use crate::{
     AnchorInfo, AuthenticatedDecryptRequest, AuthenticatedEncryptRequest, CaId, Error,
     GenerateDekRequest, GenerateSKeyRequest, Health, HsmIstioKms, HsmKey, HsmKubeKms, HsmToken,
@@ -13,7 +20,8 @@ use crate::{
     Outcome, Result, SecretPem, V1Version, VerifiedChain, VerifyCertChainRequest,
 };
 
-/// Runs blocking HSM work on tokio's blocking pool.
+/// Runs blocking HSM work on tokio's blocking pool (key generation, imports, listings: calls
+/// that may take long on any token).
 async fn blocking<T, F>(operation: &'static str, f: F) -> Result<T>
 where
     T: Send + 'static,
@@ -22,6 +30,28 @@ where
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|source| Error::Worker { operation, source })?
+}
+
+/// Runs one of the per-request operations (encrypt, decrypt, sign): on the calling task when
+/// `token` answers fast, else on tokio's blocking pool; either way its duration is recorded.
+async fn quick<T, F>(token: &Arc<HsmToken>, operation: &'static str, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T> + Send + 'static,
+{
+    let timed = {
+        let token = Arc::clone(token);
+        move || {
+            let started = std::time::Instant::now();
+            let result = f();
+            token.record_call(started.elapsed());
+            result
+        }
+    };
+    if token.answers_fast() {
+        return timed();
+    }
+    blocking(operation, timed).await
 }
 
 /// The Istio KMS service (`thalescpl.io.ekms.istio.v1.KeyManagementService`) as domain calls.
@@ -58,7 +88,10 @@ impl IstioKms for HsmIstioKms {
 
     async fn generate_dek(&self, req: GenerateDekRequest) -> Result<Vec<u8>> {
         let this = self.clone();
-        blocking("GenerateDEK", move || this.generate_dek_blocking(&req)).await
+        quick(&self.token, "GenerateDEK", move || {
+            this.generate_dek_blocking(&req)
+        })
+        .await
     }
 
     async fn generate_skey(&self, req: GenerateSKeyRequest) -> Result<Vec<u8>> {
@@ -68,12 +101,15 @@ impl IstioKms for HsmIstioKms {
 
     async fn load_skey(&self, req: LoadSKeyRequest) -> Result<SecretPem> {
         let this = self.clone();
-        blocking("LoadSKey", move || this.load_skey_blocking(&req)).await
+        quick(&self.token, "LoadSKey", move || {
+            this.load_skey_blocking(&req)
+        })
+        .await
     }
 
     async fn authenticated_encrypt(&self, req: AuthenticatedEncryptRequest) -> Result<Vec<u8>> {
         let this = self.clone();
-        blocking("AuthenticatedEncrypt", move || {
+        quick(&self.token, "AuthenticatedEncrypt", move || {
             this.authenticated_encrypt_blocking(&req)
         })
         .await
@@ -84,7 +120,7 @@ impl IstioKms for HsmIstioKms {
         req: AuthenticatedDecryptRequest,
     ) -> Result<Zeroizing<Vec<u8>>> {
         let this = self.clone();
-        blocking("AuthenticatedDecrypt", move || {
+        quick(&self.token, "AuthenticatedDecrypt", move || {
             this.authenticated_decrypt_blocking(&req)
         })
         .await
@@ -131,12 +167,18 @@ impl KubeKms for HsmKubeKms {
 
     async fn encrypt(&self, req: KubeEncryptRequest) -> Result<KubeEncryptResponse> {
         let this = self.clone();
-        blocking("KMS v2 Encrypt", move || this.encrypt_blocking(&req)).await
+        quick(&self.token, "KMS v2 Encrypt", move || {
+            this.encrypt_blocking(&req)
+        })
+        .await
     }
 
     async fn decrypt(&self, req: KubeDecryptRequest) -> Result<Zeroizing<Vec<u8>>> {
         let this = self.clone();
-        blocking("KMS v2 Decrypt", move || this.decrypt_blocking(&req)).await
+        quick(&self.token, "KMS v2 Decrypt", move || {
+            this.decrypt_blocking(&req)
+        })
+        .await
     }
 
     async fn v1_version(&self) -> Result<V1Version> {
@@ -145,7 +187,7 @@ impl KubeKms for HsmKubeKms {
 
     async fn v1_encrypt(&self, plain: Zeroizing<Vec<u8>>, key_id: Vec<u8>) -> Result<Vec<u8>> {
         let this = self.clone();
-        blocking("KMS v1beta1 Encrypt", move || {
+        quick(&self.token, "KMS v1beta1 Encrypt", move || {
             this.v1_encrypt_blocking(&plain, Some(&key_id))
         })
         .await
@@ -153,7 +195,7 @@ impl KubeKms for HsmKubeKms {
 
     async fn v1_decrypt(&self, cipher: Vec<u8>, key_id: Vec<u8>) -> Result<Zeroizing<Vec<u8>>> {
         let this = self.clone();
-        blocking("KMS v1beta1 Decrypt", move || {
+        quick(&self.token, "KMS v1beta1 Decrypt", move || {
             this.v1_decrypt_blocking(&cipher, Some(&key_id))
         })
         .await
@@ -198,16 +240,36 @@ pub trait HsmAdmin: Send + Sync {
     async fn sign(&self, id: KeyPairId, message: Vec<u8>) -> Result<Vec<u8>>;
 }
 
-/// [`HsmAdmin`] on a token.
+/// [`HsmAdmin`] on a token. Key pairs are opened once (their public keys read) and kept; a
+/// key pair that is gone or was replaced on the token is opened again on its next use.
 #[derive(Debug, Clone)]
 pub struct HsmAdminService {
     token: Arc<HsmToken>,
+    keys: Arc<Mutex<HashMap<KeyPairId, HsmKey>>>,
 }
 
 impl HsmAdminService {
     /// Administration of `token`.
     pub fn new(token: Arc<HsmToken>) -> Self {
-        Self { token }
+        Self {
+            token,
+            keys: Arc::default(),
+        }
+    }
+
+    fn cached_key(&self, id: &KeyPairId) -> Option<HsmKey> {
+        lock(&self.keys).get(id).cloned()
+    }
+
+    /// Opens the key pair (blocking) and keeps it.
+    fn open_key(
+        token: &Arc<HsmToken>,
+        keys: &Mutex<HashMap<KeyPairId, HsmKey>>,
+        id: &KeyPairId,
+    ) -> Result<HsmKey> {
+        let key = HsmKey::open(Arc::clone(token), id)?;
+        lock(keys).insert(id.clone(), key.clone());
+        Ok(key)
     }
 }
 
@@ -271,17 +333,33 @@ impl HsmAdmin for HsmAdminService {
     }
 
     async fn public_key(&self, id: KeyPairId) -> Result<Vec<u8>> {
-        let t = Arc::clone(&self.token);
-        blocking("reading a public key", move || {
-            Ok(HsmKey::open(t, &id)?.spki_der().to_vec())
+        if let Some(key) = self.cached_key(&id) {
+            return Ok(key.spki_der().to_vec());
+        }
+        let (t, keys) = (Arc::clone(&self.token), Arc::clone(&self.keys));
+        quick(&self.token, "reading a public key", move || {
+            Ok(Self::open_key(&t, &keys, &id)?.spki_der().to_vec())
         })
         .await
     }
 
     async fn sign(&self, id: KeyPairId, message: Vec<u8>) -> Result<Vec<u8>> {
-        let t = Arc::clone(&self.token);
-        blocking("signing with an HSM key", move || {
-            HsmKey::open(t, &id)?.sign(&message)
+        let cached = self.cached_key(&id);
+        let (t, keys) = (Arc::clone(&self.token), Arc::clone(&self.keys));
+        quick(&self.token, "signing with an HSM key", move || {
+            let key = match cached {
+                Some(key) => key,
+                None => Self::open_key(&t, &keys, &id)?,
+            };
+            let signed = key.sign(&message);
+            if matches!(
+                signed,
+                Err(Error::ObjectNotFound { .. } | Error::ObjectMismatch { .. })
+            ) {
+                // Gone or replaced: the next call opens the pair again.
+                lock(&keys).remove(&id);
+            }
+            signed
         })
         .await
     }

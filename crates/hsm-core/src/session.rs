@@ -1,10 +1,12 @@
 //! A logged-in token with a small session pool that survives session loss.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use cryptoki::error::RvError;
+use cryptoki::object::ObjectHandle;
 use cryptoki::session::{Session, SessionState, UserType};
 use secrecy::SecretString;
 
@@ -41,11 +43,21 @@ pub enum Health {
     PinRejected(RvError),
 }
 
+/// What a cached object handle was looked up by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum ObjectKey {
+    /// The one secret key with this `CKA_ID` and `CKA_LABEL`.
+    SecretKey { id: Vec<u8>, label: Vec<u8> },
+    /// The one private key with this `CKA_ID`.
+    PrivateKey { id: Vec<u8> },
+}
+
 /// A token found by label, with the user logged in once and a pool of sessions.
 ///
 /// Every method blocks on the HSM: async callers use the port implementations
 /// ([`crate::HsmIstioKms`], [`crate::HsmKubeKms`], [`crate::HsmAdminService`]), which run
-/// them on tokio's blocking pool.
+/// them on tokio's blocking pool, or, for the per-request operations of a token that answers
+/// in microseconds, on the calling task ([`HsmToken::typical_call`]).
 ///
 /// When a session is lost (`CKR_SESSION_HANDLE_INVALID`, `CKR_SESSION_CLOSED`,
 /// `CKR_DEVICE_REMOVED`, `CKR_TOKEN_NOT_PRESENT`, `CKR_USER_NOT_LOGGED_IN`) the operation is
@@ -53,14 +65,23 @@ pub enum Health {
 /// with bounded exponential backoff. A rejected PIN is different: it is reported as
 /// [`Error::PinRejected`] after exactly one `C_Login`, remembered, and never retried
 /// automatically, because HSMs lock the partition after a few failures.
+///
+/// The handles of the keys used on every call (KEKs, signing keys) are looked up once and
+/// cached: object handles belong to the application, not to a session. A handle the module no
+/// longer knows (`CKR_OBJECT_HANDLE_INVALID`, `CKR_KEY_HANDLE_INVALID`: the object was
+/// destroyed, or the token re-initialised) is forgotten and looked up again; every handle is
+/// forgotten with the sessions when they are lost.
 pub struct HsmToken {
     module: Module,
     label: TokenLabel,
     pin: Mutex<SecretString>,
     options: TokenOptions,
     idle: Mutex<Vec<Session>>,
+    handles: Mutex<HashMap<ObjectKey, ObjectHandle>>,
     pin_failure: Mutex<Option<RvError>>,
     login_calls: AtomicU64,
+    /// Moving average of the per-request operations' duration in nanoseconds (0: none yet).
+    typical_call_ns: AtomicU64,
 }
 
 impl std::fmt::Debug for HsmToken {
@@ -91,8 +112,10 @@ impl HsmToken {
             pin: Mutex::new(pin),
             options,
             idle: Mutex::new(Vec::new()),
+            handles: Mutex::new(HashMap::new()),
             pin_failure: Mutex::new(None),
             login_calls: AtomicU64::new(0),
+            typical_call_ns: AtomicU64::new(0),
         };
         token.with_session("opening the token", |_| Ok(()))?;
         Ok(token)
@@ -112,6 +135,40 @@ impl HsmToken {
     pub fn login_calls(&self) -> u64 {
         self.login_calls.load(Ordering::Relaxed)
     }
+
+    /// The moving average duration of the per-request operations the async ports ran on this
+    /// token (encrypt, decrypt, sign), or `None` before the first.
+    pub fn typical_call(&self) -> Option<Duration> {
+        match self.typical_call_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
+    /// Adds one per-request operation's duration to [`HsmToken::typical_call`] (weight 1/8).
+    pub(crate) fn record_call(&self, took: Duration) {
+        let sample = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let _ = self
+            .typical_call_ns
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
+                Some(if old == 0 {
+                    sample
+                } else {
+                    (old - old / 8).saturating_add(sample / 8).max(1)
+                })
+            });
+    }
+
+    /// True when the per-request operations typically finish in less than
+    /// [`HsmToken::INLINE_BELOW`]: then running one costs less than handing it to another
+    /// thread and back.
+    pub(crate) fn answers_fast(&self) -> bool {
+        self.typical_call().is_some_and(|d| d < Self::INLINE_BELOW)
+    }
+
+    /// Below this typical duration the async ports run per-request operations on the calling
+    /// task instead of tokio's blocking pool.
+    pub const INLINE_BELOW: Duration = Duration::from_micros(250);
 
     /// Whether the token is serving or waiting for an operator after a PIN rejection.
     pub fn health(&self) -> Health {
@@ -181,6 +238,7 @@ impl HsmToken {
                 // without C_CloseSession: the module may already have reused the numbers.
                 drop(session);
                 lock(&self.idle).clear();
+                lock(&self.handles).clear();
             }
             if attempt >= max_attempts {
                 return Err(match lost.err {
@@ -195,6 +253,48 @@ impl HsmToken {
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(self.options.max_backoff);
         }
+    }
+
+    /// Runs `use_handle` with the handle of the object `key` names: the cached one, or the one
+    /// `find` finds (then cached). When the module no longer knows a cached handle, it is
+    /// forgotten, looked up again with `find`, and `use_handle` runs once more.
+    pub(crate) fn with_object<T>(
+        &self,
+        session: &Session,
+        key: &ObjectKey,
+        find: impl Fn(&Session) -> Result<ObjectHandle>,
+        mut use_handle: impl FnMut(ObjectHandle) -> Result<T>,
+    ) -> Result<T> {
+        let cached = lock(&self.handles).get(key).copied();
+        let handle = match cached {
+            Some(handle) => handle,
+            None => self.find_object(session, key, &find)?,
+        };
+        match use_handle(handle) {
+            Err(err) if cached.is_some() && stale_handle(&err) => {
+                tracing::debug!(hsm.token = %self.label, ?key, "cached object handle is stale; looking it up again");
+                lock(&self.handles).remove(key);
+                let handle = self.find_object(session, key, &find)?;
+                use_handle(handle)
+            }
+            other => other,
+        }
+    }
+
+    fn find_object(
+        &self,
+        session: &Session,
+        key: &ObjectKey,
+        find: &impl Fn(&Session) -> Result<ObjectHandle>,
+    ) -> Result<ObjectHandle> {
+        let handle = find(session)?;
+        lock(&self.handles).insert(key.clone(), handle);
+        Ok(handle)
+    }
+
+    /// Forgets the cached handle of `key` (after destroying the object).
+    pub(crate) fn forget_object(&self, key: &ObjectKey) {
+        lock(&self.handles).remove(key);
     }
 
     /// A logged-in session: a pooled one that still answers, or a new one.
@@ -299,6 +399,20 @@ fn session_loss(err: &Error) -> Option<RvError> {
             | RvError::UserNotLoggedIn
     )
     .then_some(rv)
+}
+
+/// True when `err` says an object handle is not (or no longer) valid.
+fn stale_handle(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::Pkcs11 {
+            source: cryptoki::error::Error::Pkcs11(
+                RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid,
+                _
+            ),
+            ..
+        }
+    )
 }
 
 /// Locks a mutex; a poisoned lock only means another thread panicked, the data is still usable.

@@ -19,11 +19,48 @@ use crate::server::{Call, Shared};
 
 pub(crate) struct SigningService {
     shared: Arc<Shared>,
+    algorithms: Algorithms,
 }
 
 impl SigningService {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+        Self {
+            shared,
+            algorithms: Algorithms::default(),
+        }
+    }
+}
+
+/// The algorithms of the public keys seen so far, by SPKI: parsing a key with OpenSSL costs
+/// more than the HSM signature it names, and the signing keys are few and long-lived.
+#[derive(Default)]
+struct Algorithms {
+    known: std::sync::Mutex<Vec<(Vec<u8>, KeyAlgorithms)>>,
+}
+
+/// A key's algorithm on the wire and for signing.
+type KeyAlgorithms = (pb::KeyAlgorithm, SignatureAlgorithm);
+
+impl Algorithms {
+    /// At most this many keys are remembered (the plugin serves a handful of signing keys).
+    const MAX: usize = 16;
+
+    fn of(&self, rpc: Rpc, spki: &[u8]) -> Result<KeyAlgorithms, Status> {
+        let lock = || {
+            self.known
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some((_, found)) = lock().iter().find(|(k, _)| k == spki) {
+            return Ok(*found);
+        }
+        let found = algorithm_of(rpc, spki)?;
+        let mut known = lock();
+        if known.len() >= Self::MAX {
+            known.remove(0);
+        }
+        known.push((spki.to_vec(), found));
+        Ok(found)
     }
 }
 
@@ -51,7 +88,7 @@ fn key_id(call: &Call<'_>, rpc: Rpc, requested: Vec<u8>) -> Result<KeyPairId, St
     }
 }
 
-fn algorithm_of(rpc: Rpc, spki: &[u8]) -> Result<(pb::KeyAlgorithm, SignatureAlgorithm), Status> {
+fn algorithm_of(rpc: Rpc, spki: &[u8]) -> Result<KeyAlgorithms, Status> {
     let info = PublicKeyInfo::from_spki_der(spki).map_err(|e| signing_status(rpc, &e))?;
     match &info.kind {
         KeyKind::Ec { curve, .. } if curve == "P-256" => Ok((
@@ -100,13 +137,18 @@ impl Signer for PortSigner {
     }
 }
 
-async fn port_signer(call: &Call<'_>, rpc: Rpc, id: KeyPairId) -> Result<PortSigner, Status> {
+async fn port_signer(
+    call: &Call<'_>,
+    algorithms: &Algorithms,
+    rpc: Rpc,
+    id: KeyPairId,
+) -> Result<PortSigner, Status> {
     let admin = Arc::clone(&call.backends()?.admin);
     let spki = admin
         .public_key(id.clone())
         .await
         .map_err(|e| hsm_status(rpc, &e))?;
-    let (_, algorithm) = algorithm_of(rpc, &spki)?;
+    let (_, algorithm) = algorithms.of(rpc, &spki)?;
     Ok(PortSigner {
         admin,
         id,
@@ -150,7 +192,7 @@ impl SigningApi for SigningService {
                 .public_key(id)
                 .await
                 .map_err(|e| hsm_status(RPC, &e))?;
-            let (algorithm, _) = algorithm_of(RPC, &spki)?;
+            let (algorithm, _) = self.algorithms.of(RPC, &spki)?;
             Ok(pb::GetPublicKeyResponse {
                 spki_der: spki,
                 algorithm: algorithm.into(),
@@ -177,7 +219,7 @@ impl SigningApi for SigningService {
                 .public_key(id.clone())
                 .await
                 .map_err(|e| hsm_status(RPC, &e))?;
-            let (algorithm, _) = algorithm_of(RPC, &spki)?;
+            let (algorithm, _) = self.algorithms.of(RPC, &spki)?;
             let signature = admin
                 .sign(id, req.message)
                 .await
@@ -201,7 +243,7 @@ impl SigningApi for SigningService {
         let result = async {
             let id = key_id(&call, RPC, req.key_id)?;
             non_empty(RPC, "common_name", &req.common_name)?;
-            let signer = port_signer(&call, RPC, id).await?;
+            let signer = port_signer(&call, &self.algorithms, RPC, id).await?;
             let subject = Subject {
                 organization: (!req.organization.is_empty()).then_some(req.organization),
                 ..Subject::new("", &req.common_name)
@@ -251,7 +293,7 @@ impl SigningApi for SigningService {
                     ));
                 }
             };
-            let signer = port_signer(&call, RPC, id).await?;
+            let signer = port_signer(&call, &self.algorithms, RPC, id).await?;
             // The issuer must carry the HSM key and chain to an anchor on the token.
             call.backends()?
                 .istio

@@ -9,6 +9,7 @@
 mod anchors;
 mod certs;
 mod envelope;
+mod handles;
 mod hsm_key;
 mod istio;
 mod kek;

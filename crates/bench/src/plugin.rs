@@ -457,10 +457,13 @@ struct Level {
     hsm: Vec<Samples>,
     port: Vec<Samples>,
     plugin: Vec<Samples>,
+    /// hsm-core's own timing of the operation while it served the plugin, per slice, µs.
+    inside: Vec<Vec<f64>>,
 }
 
 struct Bench<'a> {
     rt: &'a Runtime,
+    token: Arc<HsmToken>,
     floor: Floor,
     ports: Arc<Ports>,
     requests: Arc<Requests>,
@@ -502,6 +505,7 @@ impl Bench<'_> {
             hsm: vec![Samples::default(); Op::ALL.len()],
             port: vec![Samples::default(); Op::ALL.len()],
             plugin: vec![Samples::default(); Op::ALL.len()],
+            inside: vec![Vec::new(); Op::ALL.len()],
         };
         for round in 0..settings.rounds {
             // Alternate the direction so neither side always follows the other.
@@ -511,6 +515,9 @@ impl Bench<'_> {
             }
             for series in this_round {
                 let (lat, wall) = self.run(series, &clients, settings.slice)?;
+                if let (Series::Plugin(op), Some(typical)) = (series, self.token.typical_call()) {
+                    level.inside[index(op)].push(typical.as_secs_f64() * 1e6);
+                }
                 let slot = match series {
                     Series::Transport => &mut level.transport,
                     Series::Hsm(op) => &mut level.hsm[index(op)],
@@ -623,6 +630,7 @@ pub(crate) fn run(rt: &Runtime, settings: Settings, report: &mut Report) -> anyh
     let server = start_server(rt, &socket, &keys)?;
     let bench = Bench {
         rt,
+        token: Arc::clone(&keys.token),
         floor,
         ports,
         requests,
@@ -693,6 +701,16 @@ fn figures(report: &mut Report, c: usize, level: &Level) {
             &format!("plugin.{}.plugin", op.id()),
             &format!("plugin {}", op.label()),
             plugin,
+        );
+        report.info(
+            1,
+            &format!("plugin.{}.c{c}.hsm_inside_us", op.id()),
+            &format!(
+                "{} as hsm-core timed it inside the plugin, {c} client(s) (moving average)",
+                op.label()
+            ),
+            crate::stats::median(&mut level.inside[index(op)].clone()),
+            Unit::Micros,
         );
         if c == 1 {
             let floors = level.transport.p50_us() + hsm.p50_us();

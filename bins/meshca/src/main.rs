@@ -81,7 +81,7 @@ enum Command {
     },
     /// Show what `apply` would change on the HSM, in Vault and in the cluster.
     Plan,
-    /// Run every built step in order, idempotently (a re-run resumes after a failure).
+    /// Run every step of the guide in order, idempotently (a re-run resumes after a failure).
     Apply,
     /// Drift and health: plan against the live HSM, Vault and cluster and check every managed
     /// object (exit 1 on drift or a failed check).
@@ -98,7 +98,8 @@ enum Command {
     /// Mesh release and install steps.
     #[command(subcommand)]
     Mesh(MeshCommand),
-    /// istiod CA signing (step 10) with a software root key.
+    /// Offline istiod CA signing (step 10 by hand): review a CSR and sign it with a root key
+    /// file.
     #[command(subcommand)]
     Ca(CaCommand),
     /// Step 11: check istiod's pods, the signed chain against the root, certificate expiry,

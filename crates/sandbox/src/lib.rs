@@ -18,6 +18,7 @@
 //! # }
 //! ```
 
+pub mod cluster;
 mod error;
 pub mod istiod;
 pub mod kube;
@@ -26,6 +27,7 @@ mod secret_file;
 mod softhsm;
 mod tools;
 
+pub use cluster::{LocalCluster, LocalClusterBuilder, NodeCapacity};
 pub use error::{Error, Result};
 pub use openbao::{OpenBao, OpenBaoBuilder, Storage};
 pub use secret_file::write_secret_file;

@@ -4,5 +4,6 @@ mod istiod_emulated;
 mod kube_client;
 mod kube_kubectl;
 mod kube_openbao;
+mod local_cluster;
 mod openbao;
 mod softhsm;

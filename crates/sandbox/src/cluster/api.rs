@@ -1,0 +1,217 @@
+//! The few admin calls the cluster fixture makes itself: readiness, nodes, the operator's RBAC.
+//! Plain JSON over `kube::Client`, so the sandbox needs no typed API of its own.
+
+use std::path::Path;
+
+use http::Request;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::{Value, json};
+
+use super::{NodeCapacity, OPERATOR_CLUSTER_ROLE, OPERATOR_USER};
+use crate::{Error, Result};
+
+fn api_error(operation: &'static str) -> impl FnOnce(kube::Error) -> Error {
+    move |e| Error::ClusterApi {
+        operation,
+        detail: e.to_string(),
+    }
+}
+
+/// A client for `kubeconfig`, bound to the calling runtime.
+pub(crate) async fn client(kubeconfig: &Path) -> Result<kube::Client> {
+    crate::init_crypto();
+    let kc = Kubeconfig::read_from(kubeconfig).map_err(|e| Error::ClusterApi {
+        operation: "reading a kubeconfig",
+        detail: e.to_string(),
+    })?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| Error::ClusterApi {
+            operation: "loading a kubeconfig",
+            detail: e.to_string(),
+        })?;
+    kube::Client::try_from(config).map_err(api_error("building a client"))
+}
+
+/// Admin calls on a [`super::LocalCluster`].
+#[derive(Clone)]
+pub struct ClusterApi {
+    client: kube::Client,
+}
+
+impl std::fmt::Debug for ClusterApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterApi").finish_non_exhaustive()
+    }
+}
+
+impl ClusterApi {
+    pub(crate) fn new(client: kube::Client) -> Self {
+        Self { client }
+    }
+
+    /// The underlying admin client.
+    pub fn client(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// Whether `/readyz` answers `ok`.
+    pub async fn ready(&self) -> Result<bool> {
+        let request = Request::get("/readyz")
+            .body(Vec::new())
+            .map_err(|e| Error::ClusterApi {
+                operation: "building a request",
+                detail: e.to_string(),
+            })?;
+        match self.client.request_text(request).await {
+            Ok(text) => Ok(text.trim() == "ok"),
+            Err(err) => Err(api_error("GET /readyz")(err)),
+        }
+    }
+
+    async fn send(&self, operation: &'static str, request: Request<Vec<u8>>) -> Result<Value> {
+        self.client
+            .request::<Value>(request)
+            .await
+            .map_err(api_error(operation))
+    }
+
+    async fn get(&self, operation: &'static str, path: &str) -> Result<Option<Value>> {
+        let request = Request::get(path)
+            .body(Vec::new())
+            .map_err(|e| Error::ClusterApi {
+                operation,
+                detail: e.to_string(),
+            })?;
+        match self.client.request::<Value>(request).await {
+            Ok(value) => Ok(Some(value)),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+            Err(err) => Err(api_error(operation)(err)),
+        }
+    }
+
+    /// Creates `body` at `path` (a collection URL); an existing object is left as it is.
+    async fn create(&self, operation: &'static str, path: &str, body: &Value) -> Result<()> {
+        let request = Request::post(path)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(body).unwrap_or_default())
+            .map_err(|e| Error::ClusterApi {
+                operation,
+                detail: e.to_string(),
+            })?;
+        match self.send(operation, request).await {
+            Ok(_) => Ok(()),
+            Err(Error::ClusterApi { detail, .. }) if detail.contains("AlreadyExists") => Ok(()),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Creates the operator's `ClusterRole` ([`OPERATOR_CLUSTER_ROLE`]) and binds
+    /// [`OPERATOR_USER`] to it.
+    pub(crate) async fn apply_operator_rbac(&self) -> Result<()> {
+        let role: Value =
+            serde_saphyr::from_str(OPERATOR_CLUSTER_ROLE).map_err(|e| Error::ClusterApi {
+                operation: "parsing docs/rbac/meshca-operator.yaml",
+                detail: e.to_string(),
+            })?;
+        let role_name = role["metadata"]["name"]
+            .as_str()
+            .unwrap_or(OPERATOR_USER)
+            .to_owned();
+        self.create(
+            "creating the operator ClusterRole",
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+            &role,
+        )
+        .await?;
+        let binding = json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": { "name": role_name },
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": role_name,
+            },
+            "subjects": [{
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "User",
+                "name": OPERATOR_USER,
+            }],
+        });
+        self.create(
+            "binding the operator ClusterRole",
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            &binding,
+        )
+        .await
+    }
+
+    /// Registers a node handed to kwok (by `annotation`), with `capacity`.
+    pub(crate) async fn create_node(
+        &self,
+        name: &str,
+        capacity: &NodeCapacity,
+        annotation: (&str, &str),
+    ) -> Result<()> {
+        let resources = json!({
+            "cpu": capacity.cpu,
+            "memory": capacity.memory,
+            "pods": capacity.pods.to_string(),
+        });
+        let node = json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "annotations": { annotation.0: annotation.1 },
+                "labels": {
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "type": "kwok",
+                },
+            },
+            "status": {
+                "capacity": resources,
+                "allocatable": resources,
+            },
+        });
+        self.create("registering a node", "/api/v1/nodes", &node)
+            .await
+    }
+
+    /// Whether node `name` reports the condition Ready=True and carries no scheduling taint
+    /// any more (the API server taints new nodes not-ready until the node lifecycle controller
+    /// sees them Ready).
+    pub async fn node_ready(&self, name: &str) -> Result<bool> {
+        let node = self
+            .get("reading a node", &format!("/api/v1/nodes/{name}"))
+            .await?;
+        Ok(node.is_some_and(|node| {
+            let ready = node["status"]["conditions"]
+                .as_array()
+                .is_some_and(|conditions| {
+                    conditions
+                        .iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                });
+            let tainted = node["spec"]["taints"]
+                .as_array()
+                .is_some_and(|taints| !taints.is_empty());
+            ready && !tainted
+        }))
+    }
+
+    /// Whether ServiceAccount `namespace/name` exists (the controller manager creates
+    /// `default` in every namespace).
+    pub async fn service_account_exists(&self, namespace: &str, name: &str) -> Result<bool> {
+        Ok(self
+            .get(
+                "reading a ServiceAccount",
+                &format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}"),
+            )
+            .await?
+            .is_some())
+    }
+}

@@ -7,6 +7,9 @@
 //!   (`thalescpl.io.ekms.istio.v1.KeyManagementService`, `v1beta1.KeyManagementService`),
 //!   Kubernetes KMS `v2.KeyManagementService`, `grpc.health.v1.Health`, and our
 //!   `meshhsm.signing.v1.SigningService` for hsm-key mode;
+//! - [`authority`]: [`authority::NormalizeAuthority`], the connection adapter that lets
+//!   gRPC clients of every stack through with the `:authority` they send over a Unix socket
+//!   (the socket path, percent-encoded or raw), which h2 alone refuses;
 //! - [`server`]: [`KmsServer`] binds the socket (stale socket removed, mode 0660, group),
 //!   checks every call against the peer-credential allowlist and the policy [`Profile`],
 //!   maps every error to a gRPC code with a message naming the input, and shuts down within
@@ -38,6 +41,7 @@
     reason = "RPC names (GenerateDEK, VerifyCertChain) read wrong in backticks"
 )]
 
+pub mod authority;
 pub mod client;
 pub mod csr_bundle;
 mod error;

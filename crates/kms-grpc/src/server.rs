@@ -463,6 +463,7 @@ impl BoundServer {
         let limit = shared.config.max_message_bytes;
         let grace = shared.config.shutdown_grace;
         let mut router = tonic::transport::Server::builder()
+            .max_frame_size(u32::try_from(crate::authority::MAX_FRAME_SIZE).ok())
             .add_service(
                 proto::istio::key_management_service_server::KeyManagementServiceServer::new(
                     crate::istio_svc::IstioService::new(Arc::clone(&shared)),
@@ -502,7 +503,12 @@ impl BoundServer {
                     .max_encoding_message_size(limit),
                 );
         }
-        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        // Every connection goes through the :authority adapter: gRPC clients other than
+        // Rust's send the socket path there, which h2 would refuse (see `authority`).
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            |conn| conn.map(crate::authority::NormalizeAuthority::new),
+        );
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let server = router.serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;

@@ -151,6 +151,7 @@ impl ClusterApi {
     pub(crate) async fn create_node(
         &self,
         name: &str,
+        address: std::net::Ipv4Addr,
         capacity: &NodeCapacity,
         annotation: (&str, &str),
     ) -> Result<()> {
@@ -175,6 +176,10 @@ impl ClusterApi {
             "status": {
                 "capacity": resources,
                 "allocatable": resources,
+                "addresses": [
+                    { "type": "InternalIP", "address": address.to_string() },
+                    { "type": "Hostname", "address": name },
+                ],
             },
         });
         self.create("registering a node", "/api/v1/nodes", &node)
@@ -201,6 +206,17 @@ impl ClusterApi {
                 .is_some_and(|taints| !taints.is_empty());
             ready && !tainted
         }))
+    }
+
+    /// Reads namespace `name` (which need not exist): a request that only marks a point in the
+    /// audit log.
+    pub(crate) async fn probe_namespace(&self, name: &str) -> Result<()> {
+        self.get(
+            "marking the audit log",
+            &format!("/api/v1/namespaces/{name}"),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// Whether ServiceAccount `namespace/name` exists (the controller manager creates

@@ -9,6 +9,14 @@ use super::pki::{Identity, Pki};
 use super::{KWOK_NODE_ANNOTATION, SERVICE_ACCOUNT_ISSUER};
 use crate::{Error, Result};
 
+/// Audit every request once, when its response is complete, without bodies.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+";
+
 /// Free loopback ports for the components.
 pub(crate) struct Ports {
     etcd: u16,
@@ -55,6 +63,9 @@ impl Layout {
             std::fs::create_dir_all(&dir)
                 .map_err(Error::io("creating a cluster directory", &dir))?;
         }
+        let policy = root.join("audit-policy.yaml");
+        std::fs::write(&policy, AUDIT_POLICY)
+            .map_err(Error::io("writing the audit policy", &policy))?;
         Ok(Self {
             root: root.to_owned(),
             pki: Pki::create(&root.join("pki"))?,
@@ -72,16 +83,24 @@ impl Layout {
 
     /// Writes a kubeconfig with a fresh client certificate for `identity`.
     pub(crate) fn kubeconfig(&self, identity: Identity) -> Result<PathBuf> {
-        let path = self.root.join("kubeconfig").join(identity.file);
-        let cert = self.pki.client(identity)?;
-        kubeconfig::write(
-            &path,
-            &self.server(),
-            &self.pki.ca_pem,
-            identity.user,
-            &cert,
-        )?;
+        self.kubeconfig_for(identity.file, identity.user, identity.groups)
+    }
+
+    /// Writes `kubeconfig/<file>` with a fresh client certificate for `user` in `groups`.
+    pub(crate) fn kubeconfig_for(
+        &self,
+        file: &str,
+        user: &str,
+        groups: &[&str],
+    ) -> Result<PathBuf> {
+        let path = self.root.join("kubeconfig").join(file);
+        let cert = self.pki.client(user, groups)?;
+        kubeconfig::write(&path, &self.server(), &self.pki.ca_pem, user, &cert)?;
         Ok(path)
+    }
+
+    pub(crate) fn audit_log(&self) -> PathBuf {
+        self.root.join("logs").join("audit.jsonl")
     }
 
     fn cert_dir(&self, component: &str) -> String {
@@ -137,7 +156,15 @@ impl Layout {
         .arg("--authorization-mode=Node,RBAC")
         .arg("--service-cluster-ip-range=10.0.0.0/24")
         .arg("--allow-privileged=true")
-        .arg("--profiling=false");
+        .arg("--profiling=false")
+        // Every request, at metadata level: what tests read instead of a recording proxy.
+        .arg(format!(
+            "--audit-policy-file={}",
+            self.root.join("audit-policy.yaml").display()
+        ))
+        .arg(format!("--audit-log-path={}", self.audit_log().display()))
+        .arg("--audit-log-format=json")
+        .arg("--audit-log-mode=blocking");
         cmd
     }
 

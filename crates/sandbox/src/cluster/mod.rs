@@ -26,8 +26,10 @@
 //! ```
 
 mod api;
+mod audit;
 mod components;
 mod kubeconfig;
+mod limit;
 mod pki;
 mod processes;
 
@@ -43,6 +45,7 @@ use self::processes::ProcessGroup;
 use crate::{Error, Result};
 
 pub use self::api::ClusterApi;
+pub use self::audit::AuditEvent;
 
 /// The user name of the least-privilege operator identity.
 pub const OPERATOR_USER: &str = "meshca-operator";
@@ -147,8 +150,9 @@ impl LocalClusterBuilder {
     /// [`Error::MissingTool`] when the components are not built (`cargo xtask setup`),
     /// [`Error::ClusterStart`] with the failing component's log when one does not come up.
     pub async fn start(self) -> Result<LocalCluster> {
-        let started = Instant::now();
         let binaries = Binaries::find()?;
+        let permit = limit::acquire().await;
+        let started = Instant::now();
         let dir = tempfile::Builder::new()
             .prefix("sandbox-cluster-")
             .tempdir()
@@ -168,33 +172,7 @@ impl LocalClusterBuilder {
             &mut layout.apiserver(&binaries.apiserver),
             &layout.log("kube-apiserver"),
         )?;
-        let mut cluster = LocalCluster {
-            group,
-            server: layout.server(),
-            ca_pem: layout.pki.ca_pem.clone(),
-            admin_kubeconfig: layout.kubeconfig(ADMIN)?,
-            operator_kubeconfig: layout.kubeconfig(OPERATOR)?,
-            kubectl: binaries.kubectl.clone(),
-            node_names: (1..=self.nodes)
-                .map(|i| format!("sandbox-node-{i}"))
-                .collect(),
-            dir,
-        };
-        let api = cluster.api().await?;
-        let port = layout.ports.apiserver;
-        cluster
-            .wait_for("the API server's /readyz", || {
-                let api = api.clone();
-                async move {
-                    // Refused connections while it starts are expected; ask once it listens.
-                    if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                        return Ok(false);
-                    }
-                    api.ready().await
-                }
-            })
-            .await?;
-
+        // Started once the API server answers, so their first attempts do not fail.
         let controllers = [
             (
                 "kube-controller-manager",
@@ -208,15 +186,49 @@ impl LocalClusterBuilder {
                 "kwok",
                 layout.kwok(&binaries.kwok, &binaries.kwok_stages, NODE_SIMULATOR)?,
             ),
-        ];
-        for (name, mut cmd) in controllers {
-            cluster.group.spawn(name, &mut cmd, &layout.log(name))?;
+        ]
+        .map(|(name, cmd)| (name, cmd, layout.log(name)));
+        let port = layout.ports.apiserver;
+        let mut cluster = LocalCluster {
+            group,
+            server: layout.server(),
+            ca_pem: layout.pki.ca_pem.clone(),
+            admin_kubeconfig: layout.kubeconfig(ADMIN)?,
+            operator_kubeconfig: layout.kubeconfig(OPERATOR)?,
+            kubectl: binaries.kubectl.clone(),
+            node_names: (1..=self.nodes)
+                .map(|i| format!("sandbox-node-{i}"))
+                .collect(),
+            layout,
+            _permit: permit,
+            dir,
+        };
+        let api = cluster.api().await?;
+        cluster
+            .wait_for("the API server's /readyz", || {
+                let api = api.clone();
+                async move {
+                    // Refused connections while it starts are expected; ask once it listens.
+                    if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                        return Ok(false);
+                    }
+                    api.ready().await
+                }
+            })
+            .await?;
+        for (name, mut cmd, log) in controllers {
+            cluster.group.spawn(name, &mut cmd, &log)?;
         }
 
         api.apply_operator_rbac().await?;
-        for name in &cluster.node_names {
-            api.create_node(name, &self.capacity, KWOK_NODE_ANNOTATION)
-                .await?;
+        for (index, name) in cluster.node_names.iter().enumerate() {
+            api.create_node(
+                name,
+                node_address(index),
+                &self.capacity,
+                KWOK_NODE_ANNOTATION,
+            )
+            .await?;
         }
         for name in cluster.node_names.clone() {
             cluster
@@ -238,6 +250,13 @@ impl LocalClusterBuilder {
     }
 }
 
+/// The `InternalIP` of the node at `index`: 192.0.2.10, .11, ... (TEST-NET-1, a documentation
+/// range: never routed, and nothing here sends traffic to it).
+pub fn node_address(index: usize) -> std::net::Ipv4Addr {
+    let last = u8::try_from(10 + index).unwrap_or(u8::MAX);
+    std::net::Ipv4Addr::new(192, 0, 2, last)
+}
+
 /// A running control plane; see the [module documentation](self).
 pub struct LocalCluster {
     group: ProcessGroup,
@@ -247,6 +266,8 @@ pub struct LocalCluster {
     operator_kubeconfig: PathBuf,
     kubectl: PathBuf,
     node_names: Vec<String>,
+    layout: Layout,
+    _permit: tokio::sync::OwnedSemaphorePermit,
     // Last: removed after the processes using it are stopped.
     dir: tempfile::TempDir,
 }
@@ -314,6 +335,23 @@ impl LocalCluster {
         let mut cmd = Command::new(&self.kubectl);
         cmd.env("KUBECONFIG", &self.admin_kubeconfig);
         cmd
+    }
+
+    /// Writes a kubeconfig (`kubeconfig/<file>` in [`Self::dir`]) with a new client certificate
+    /// for `user` in `groups`: an identity with no rights but those RBAC gives it.
+    pub fn kubeconfig_for(&self, file: &str, user: &str, groups: &[&str]) -> Result<PathBuf> {
+        self.layout.kubeconfig_for(file, user, groups)
+    }
+
+    /// Every request the API server has answered so far, from its audit log.
+    pub async fn audit_events(&self) -> Result<Vec<AuditEvent>> {
+        audit::events(&self.api().await?, &self.layout.audit_log()).await
+    }
+
+    /// Stops every component now (the directory stays until drop): clients then find the
+    /// server unavailable.
+    pub fn stop(&mut self) {
+        self.group.stop();
     }
 
     /// The path of the kubectl built from the same release.

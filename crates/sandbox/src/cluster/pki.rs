@@ -108,16 +108,14 @@ impl Pki {
         Ok(pki)
     }
 
-    /// A client certificate for `identity`, signed by the cluster CA (which the API server
-    /// trusts through `--client-ca-file`).
-    pub(crate) fn client(&self, identity: Identity) -> Result<ClientCert> {
+    /// A client certificate for `user` in `groups`, signed by the cluster CA (which the API
+    /// server trusts through `--client-ca-file`).
+    pub(crate) fn client(&self, user: &str, groups: &[&str]) -> Result<ClientCert> {
         let key = KeyPair::generate().map_err(fail("a client key"))?;
         let mut params =
             CertificateParams::new(Vec::<String>::new()).map_err(fail("a client certificate"))?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, identity.user);
-        for group in identity.groups {
+        params.distinguished_name.push(DnType::CommonName, user);
+        for group in groups {
             params
                 .distinguished_name
                 .push(DnType::OrganizationName, *group);

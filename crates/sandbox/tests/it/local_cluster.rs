@@ -133,6 +133,12 @@ async fn real_control_plane_schedules_runs_and_restarts_pods() {
             .any(|c| c["type"] == "Ready" && c["status"] == "True");
         assert!(ready, "{node}");
         assert_eq!(node["status"]["allocatable"]["cpu"], "8");
+        let name = node["metadata"]["name"].as_str().unwrap();
+        let index = cluster.node_names().iter().position(|n| n == name).unwrap();
+        assert_eq!(
+            node["status"]["addresses"][0],
+            serde_json::json!({"type": "InternalIP", "address": sandbox::cluster::node_address(index).to_string()})
+        );
     }
 
     // A Deployment goes through the real controllers and scheduler to Running pods.
@@ -297,6 +303,17 @@ async fn tokens_are_real_and_the_operator_is_least_privileged() {
         denied.stderr
     );
     assert!(kubectl(&cluster, &["get", "namespace", "mesh-test"]).ok);
+    // The API server's audit log saw the refusal, as that user.
+    let events = cluster.audit_events().await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.user == sandbox::cluster::OPERATOR_USER
+                && e.verb == "delete"
+                && e.code == 403
+                && e.uri.ends_with("/namespaces/mesh-test")),
+        "{events:?}"
+    );
     let denied = operator(&[
         "create",
         "clusterrolebinding",

@@ -41,6 +41,7 @@ enum Kms {
 
 impl Target {
     async fn connect(&self) -> anyhow::Result<Kms> {
+        self.token.check()?;
         if self.in_process {
             let (module, label) = self.token.locate()?;
             let pin = self.token.pin()?;
@@ -74,14 +75,15 @@ fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
 /// Flags of `generate-kek`.
 #[derive(Debug, Args)]
 pub(crate) struct GenerateKekArgs {
-    /// The KEK id (a random UUID when absent).
+    /// The KEK id (a random UUID when absent; also `kek-id` in the environment).
     #[arg(long, env = "KEK_ID")]
     kek_id: Option<String>,
     #[command(flatten)]
     target: Target,
 }
 
-pub(crate) async fn generate_kek(args: GenerateKekArgs) -> anyhow::Result<()> {
+pub(crate) async fn generate_kek(mut args: GenerateKekArgs) -> anyhow::Result<()> {
+    args.kek_id = crate::compat::hyphenated_env(args.kek_id, "kek-id");
     let id = match args.target.connect().await? {
         Kms::Remote(c) => {
             c.generate_kek(args.kek_id.as_deref().map(str::as_bytes))
@@ -109,14 +111,16 @@ pub(crate) struct ImportCaArgs {
     /// The root certificate, PEM (first block) or DER.
     #[arg(short = 'f', long = "cert-file")]
     cert_file: PathBuf,
-    /// The CA id (the server's default, 1c3d30d5-…, when absent).
+    /// The CA id (the server's default, 1c3d30d5-…, when absent; also `ca-id`).
     #[arg(long, env = "CA_ID")]
     ca_id: Option<String>,
     #[command(flatten)]
     target: Target,
 }
 
-pub(crate) async fn import_ca(args: ImportCaArgs) -> anyhow::Result<()> {
+pub(crate) async fn import_ca(mut args: ImportCaArgs) -> anyhow::Result<()> {
+    args.target.token.check()?;
+    args.ca_id = crate::compat::hyphenated_env(args.ca_id, "ca-id");
     let cert = read(&args.cert_file, "the CA certificate")?;
     match args.target.connect().await? {
         Kms::Remote(c) => {

@@ -4,6 +4,7 @@
 //! the Luna module itself).
 
 mod commands;
+mod compat;
 mod serve;
 
 use std::io::Write as _;
@@ -18,7 +19,11 @@ use cli_common::LogFormat;
 #[command(
     version,
     about,
-    after_help = "Exit codes: 0 success, 1 failure, 2 usage, 4 HSM or plugin unavailable"
+    after_help = "Exit codes: 0 success, 1 failure, 2 usage, 3 configuration refused (nothing changed), \
+                  4 HSM or plugin unavailable\n\n\
+                  Thales k8s-kms-plugin flags are accepted (--p11-lib, --p11-label, --kek-id, --ca-id, \
+                  --provider, --algorithm, --auto-create, --enable-server, --disable-socket); \
+                  --p11-pin is refused: use P11_PIN_FILE or P11_PIN."
 )]
 struct Cli {
     /// Log format on stderr (`RUST_LOG` sets the filter).
@@ -42,7 +47,8 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// Serve the KMS gRPC services on a Unix socket.
+    /// Serve the KMS gRPC services on a Unix socket. The policy profile defaults to sidecar
+    /// inside a Kubernetes pod and to admin on a workstation (see --profile).
     Serve(Box<serve::ServeArgs>),
     /// Create a KEK in the HSM (prints `KEK ID: <id>`).
     GenerateKek(commands::GenerateKekArgs),
@@ -145,6 +151,9 @@ fn token_info(lib: &std::path::Path, label: Option<&str>, output: Output) -> any
 
 fn exit_code(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
+        if cause.downcast_ref::<compat::ConfigError>().is_some() {
+            return ExitCode::from(3);
+        }
         if let Some(e) = cause.downcast_ref::<kms_grpc::Error>()
             && (matches!(e, kms_grpc::Error::Connect { .. })
                 || e.code() == Some(kms_grpc::Code::Unavailable))

@@ -19,8 +19,8 @@ pub(crate) struct TokenArgs {
     /// PKCS#11 module (`ChrystokiConfigurationPath` in the environment reaches the Luna module).
     #[arg(long, env = "P11_LIB", default_value = hsm_core::DEFAULT_SOFTHSM_MODULE)]
     pub(crate) p11_lib: PathBuf,
-    /// Token (partition) label.
-    #[arg(long, env = "P11_TOKEN")]
+    /// Token (partition) label (`--p11-label` is the Thales spelling).
+    #[arg(long, env = "P11_TOKEN", visible_alias = "p11-label")]
     pub(crate) p11_token: Option<String>,
     /// Slot number, used only when no token label is given (labels are stable, slots are not).
     #[arg(long, env = "P11_SLOT")]
@@ -31,9 +31,29 @@ pub(crate) struct TokenArgs {
     /// Accept a PIN file readable by group or others (a Kubernetes secret volume).
     #[arg(long)]
     pub(crate) allow_shared_pin_file: bool,
+    /// Refused (exit 3): a PIN in argv is visible in ps and /proc. Use `P11_PIN_FILE` or the
+    /// `P11_PIN` environment variable.
+    #[arg(long, value_name = "PIN", value_parser = secret_arg)]
+    pub(crate) p11_pin: Option<secrecy::SecretString>,
+}
+
+#[allow(
+    clippy::unnecessary_wraps,
+    reason = "clap value parsers return a Result"
+)]
+fn secret_arg(s: &str) -> Result<secrecy::SecretString, std::convert::Infallible> {
+    Ok(secrecy::SecretString::from(s))
 }
 
 impl TokenArgs {
+    /// Refuses `--p11-pin` before anything is opened or changed.
+    pub(crate) fn check(&self) -> Result<(), crate::compat::ConfigError> {
+        if self.p11_pin.is_some() {
+            return Err(crate::compat::p11_pin_refused());
+        }
+        Ok(())
+    }
+
     /// The module and the token label (from `P11_TOKEN`, else from `P11_SLOT`).
     pub(crate) fn locate(&self) -> anyhow::Result<(Module, TokenLabel)> {
         let module = Module::load(&self.p11_lib)?;
@@ -59,12 +79,16 @@ impl TokenArgs {
         Ok((module, label))
     }
 
-    /// Reads the PIN file.
+    /// Reads the PIN file (`P11_PIN_FILE`), else the `P11_PIN` environment variable.
     pub(crate) fn pin(&self) -> anyhow::Result<secrecy::SecretString> {
-        let path = self
-            .p11_pin_file
-            .as_ref()
-            .context("set P11_PIN_FILE (or --p11-pin-file) to the file holding the user PIN")?;
+        let Some(path) = self.p11_pin_file.as_ref() else {
+            if let Some(value) = std::env::var_os("P11_PIN") {
+                return Ok(hsm_core::pin::pin_from_env("P11_PIN", Some(value))?);
+            }
+            anyhow::bail!(
+                "set P11_PIN_FILE (or --p11-pin-file) to the file holding the user PIN, or P11_PIN"
+            );
+        };
         let access = if self.allow_shared_pin_file {
             hsm_core::pin::FileAccess::AllowShared
         } else {
@@ -94,9 +118,16 @@ pub(crate) struct ServeArgs {
     socket: PathBuf,
     #[command(flatten)]
     token: TokenArgs,
-    /// Policy profile: sidecar (no GenerateKEK/ImportCACert) or admin (everything).
-    #[arg(long, env = "HSM_PLUGIN_PROFILE", value_enum, default_value_t = ProfileArg::Sidecar)]
-    profile: ProfileArg,
+    /// Policy profile: sidecar (no GenerateKEK/ImportCACert) or admin (everything). Default:
+    /// sidecar inside a Kubernetes pod (`KUBERNETES_SERVICE_HOST` set or a service-account
+    /// token mounted), admin elsewhere (an operator's workstation, as in the guide).
+    #[arg(long, env = "HSM_PLUGIN_PROFILE", value_enum)]
+    profile: Option<ProfileArg>,
+    /// The KEK istiod uses (Thales `--kek-id`; also `KEK_ID` or `kek-id`): logged at start.
+    #[arg(long, env = "KEK_ID")]
+    kek_id: Option<String>,
+    #[command(flatten)]
+    thales: crate::compat::ThalesServeArgs,
     /// Uids allowed to call (comma separated). Default: root, this process's uid, gid 1337.
     #[arg(long, env = "HSM_PLUGIN_ALLOW_UIDS", value_delimiter = ',')]
     allow_uid: Vec<u32>,
@@ -131,8 +162,9 @@ pub(crate) struct ServeArgs {
     /// Key pair ids the signing service may use (the first is the default).
     #[arg(long, env = "HSM_PLUGIN_SIGNING_KEY_IDS", value_delimiter = ',')]
     signing_key_id: Vec<String>,
-    /// CA anchor ids `VerifyCertChain` trusts; the first is `ImportCACert`'s default.
-    #[arg(long = "ca-id", env = "CA_ID", value_delimiter = ',', default_value = CaId::DEFAULT)]
+    /// CA anchor ids `VerifyCertChain` trusts; the first is `ImportCACert`'s default (also
+    /// `ca-id`; default 1c3d30d5-dfa8-4167-a9f9-2c768464181b).
+    #[arg(long = "ca-id", env = "CA_ID", value_delimiter = ',')]
     ca_ids: Vec<String>,
     /// Largest gRPC message, bytes.
     #[arg(long, default_value_t = ServerConfig::DEFAULT_MAX_MESSAGE_BYTES)]
@@ -214,9 +246,40 @@ async fn termination() {
     }
 }
 
+/// Where the plugin runs decides the default profile: a pod means istiod's sidecar.
+fn default_profile() -> (Profile, &'static str) {
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        (
+            Profile::Sidecar,
+            "KUBERNETES_SERVICE_HOST is set (a Kubernetes pod)",
+        )
+    } else if std::path::Path::new(SERVICE_ACCOUNT_TOKEN).exists() {
+        (
+            Profile::Sidecar,
+            "a service-account token is mounted (a Kubernetes pod)",
+        )
+    } else {
+        (
+            Profile::Admin,
+            "not in a Kubernetes pod (an operator's workstation)",
+        )
+    }
+}
+
+const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let ca_ids = args
-        .ca_ids
+    args.token.check()?;
+    args.thales.apply()?;
+    let ca_ids = if args.ca_ids.is_empty() {
+        vec![
+            crate::compat::hyphenated_env(None, "ca-id")
+                .unwrap_or_else(|| CaId::DEFAULT.to_owned()),
+        ]
+    } else {
+        args.ca_ids.clone()
+    };
+    let ca_ids = ca_ids
         .iter()
         .map(|id| CaId::new(id.as_bytes().to_vec()))
         .collect::<Result<Vec<_>, _>>()?;
@@ -230,10 +293,16 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     config.socket_mode = args.socket_mode;
     config.socket_gid = args.socket_group;
     config.peers = peers(&args);
-    config.profile = match args.profile {
-        ProfileArg::Sidecar => Profile::Sidecar,
-        ProfileArg::Admin => Profile::Admin,
+    let (profile, why) = match args.profile {
+        Some(ProfileArg::Sidecar) => (Profile::Sidecar, "--profile sidecar"),
+        Some(ProfileArg::Admin) => (Profile::Admin, "--profile admin"),
+        None => default_profile(),
     };
+    tracing::info!(%profile, reason = why, "policy profile");
+    config.profile = profile;
+    if let Some(kek) = crate::compat::hyphenated_env(args.kek_id.clone(), "kek-id") {
+        tracing::info!(kek_id = %kek, "KEK ID: {kek}");
+    }
     config.ca_key_mode = match args.ca_key_mode {
         CaKeyModeArg::Compat => CaKeyMode::Compat,
         CaKeyModeArg::HsmKey => CaKeyMode::HsmKey,

@@ -7,124 +7,18 @@
     reason = "the guide's flow reads best as one story"
 )]
 
-use std::io::{Read as _, Write as _};
+mod support;
+
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
-use std::process::{Child, Command as StdCommand, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use assert_cmd::Command;
-use assert_cmd::cargo::CommandCargoExt as _;
 use ca_signing::{
     CsrPolicy, CsrPurpose, IstiodCaProfile, RootProfile, San, SoftwareSigner, Subject,
 };
 use sandbox::SoftHsm;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Plugin {
-    child: Child,
-    port: u16,
-}
-
-impl Plugin {
-    fn start(hsm: &SoftHsm, pin_file: &Path, socket: &Path, extra: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let mut cmd = StdCommand::cargo_bin("hsm-plugin").unwrap();
-        cmd.arg("serve")
-            .env("SOCKET", socket)
-            .env("P11_LIB", hsm.module_path())
-            .env("P11_TOKEN", hsm.label().as_str())
-            .env("P11_PIN_FILE", pin_file)
-            .env("HSM_PLUGIN_METRICS_ADDR", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in hsm.child_env().unwrap() {
-            cmd.env(k, v);
-        }
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap();
-        let plugin = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !(socket.exists() && plugin.get("/healthz").is_some()) {
-            assert!(Instant::now() < deadline, "the plugin did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        plugin
-    }
-
-    fn get(&self, path: &str) -> Option<(u16, String)> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).ok()?;
-        let code = raw.get(9..12)?.parse().ok()?;
-        Some((code, raw.split_once("\r\n\r\n")?.1.to_owned()))
-    }
-
-    /// Sends SIGTERM and returns how long the process took to exit, and its stderr.
-    fn terminate(mut self) -> (Duration, bool, String) {
-        let started = Instant::now();
-        let ok = StdCommand::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok);
-        let deadline = started + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "the plugin ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let elapsed = started.elapsed();
-        let mut stderr = String::new();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut stderr)
-            .unwrap();
-        (elapsed, status.success(), stderr)
-    }
-}
-
-impl Drop for Plugin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn client(socket: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("hsm-plugin").unwrap();
-    cmd.env("SOCKET", socket);
-    cmd
-}
-
-fn stdout_of(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use support::{Plugin, client, stdout_of};
 
 #[test]
 fn guide_cli_flow_works_as_written_across_two_server_processes() {
@@ -133,7 +27,8 @@ fn guide_cli_flow_works_as_written_across_two_server_processes() {
     let pin = dir.path().join("pin");
     hsm.write_user_pin_file(&pin).unwrap();
     let socket = dir.path().join("run/hsm-plugin.sock");
-    let plugin = Plugin::start(&hsm, &pin, &socket, &[("HSM_PLUGIN_PROFILE", "admin")]);
+    // `serve` exactly as the guide runs it on a workstation: no profile flag.
+    let plugin = Plugin::start(&hsm, &pin, &socket, &[]);
     assert_eq!(
         std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777,
         0o660
@@ -208,19 +103,29 @@ fn guide_cli_flow_works_as_written_across_two_server_processes() {
         format!("{}{}", cert.pem(), root.pem()),
     )
     .unwrap();
-    let (elapsed, ok, _) = plugin.terminate();
+    let (elapsed, ok, stderr) = plugin.terminate();
     assert!(ok);
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert!(
+        stderr.contains("policy profile") && stderr.contains("workstation"),
+        "the log says which profile and why: {stderr}"
+    );
     assert!(!socket.exists(), "the socket is removed on shutdown");
 
-    let plugin = Plugin::start(&hsm, &pin, &socket, &[]);
+    // The second server runs as istiod's sidecar would: in a pod.
+    let plugin = Plugin::start(
+        &hsm,
+        &pin,
+        &socket,
+        &[("KUBERNETES_SERVICE_HOST", "10.96.0.1")],
+    );
     let out = stdout_of(
         client(&socket)
             .args(["verify-cert", "-f"])
             .arg(dir.path().join("chain.pem")),
     );
     assert_eq!(out, "certificate chain verified\n");
-    // A sidecar (the default profile) refuses GenerateKEK.
+    // A sidecar (the default profile in a pod) refuses GenerateKEK.
     let out = client(&socket)
         .args(["generate-kek", "--kek-id", "other"])
         .output()

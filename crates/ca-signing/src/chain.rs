@@ -1,17 +1,16 @@
-//! `cert-chain.pem`: building it (istiod CA first, root last) and verifying it with OpenSSL.
+//! `cert-chain.pem`: building it (istiod CA first, root last) and verifying it (through
+//! [`crate::verify_path`]).
 
 use std::fmt;
 
-use openssl::stack::Stack;
-use openssl::x509::store::X509StoreBuilder;
-use openssl::x509::verify::X509VerifyFlags;
-use openssl::x509::{X509, X509StoreContext};
+use openssl::x509::X509;
 use serde::Serialize;
 
 use crate::cert::{Certificate, same_public_key};
 use crate::csr::Csr;
 use crate::error::{Error, Result};
 use crate::signer::{SignatureAlgorithm, Signer};
+use crate::verify::{PathPolicy, default_subject, verify_path};
 
 /// A certificate chain, leaf (the istiod CA) first and the self-signed root last.
 #[derive(Debug, Clone)]
@@ -100,13 +99,14 @@ impl CertChain {
     }
 
     /// Verifies the chain as istiod and the KMS plugin will: order, a self-signed root
-    /// (optionally the expected one), every certificate CA:TRUE, then OpenSSL path validation
-    /// (signatures, CA flags, pathlen, validity windows, strict X.509 checks) with the root as
-    /// the only trust anchor.
+    /// (optionally the expected one), every certificate CA:TRUE, then [`verify_path`] with the
+    /// root as the only trust anchor (signatures, CA flags, pathlen, validity windows, strict
+    /// X.509 checks) and the first certificate held to the istiod CA profile (CA:TRUE,
+    /// pathlen:0, keyCertSign).
     ///
     /// # Errors
     /// [`Error::ChainOrder`], [`Error::ChainMissingRoot`], [`Error::ChainTooShort`],
-    /// [`Error::ChainRootMismatch`], [`Error::ChainNotCa`], [`Error::ChainVerify`].
+    /// [`Error::ChainRootMismatch`], [`Error::ChainNotCa`], [`Error::ChainRejected`].
     pub fn verify(&self, expected_root: Option<&Certificate>) -> Result<ChainReport> {
         self.check_structure()?;
         let root = self.last();
@@ -126,19 +126,39 @@ impl CertChain {
                 });
             }
         }
-        openssl_verify(self.first(), &self.certs[1..self.certs.len() - 1], root)?;
+        self.path_to_root(self.first(), 1, &PathPolicy::default())?;
         Ok(ChainReport {
             certs: self.certs.iter().map(ChainEntry::from).collect(),
         })
     }
 
-    /// Verifies a leaf (e.g. a workload certificate) against this chain with OpenSSL.
+    /// Verifies a leaf (e.g. a workload certificate) against this chain.
     ///
     /// # Errors
-    /// As [`CertChain::verify`] for the chain itself, then [`Error::ChainVerify`] for the leaf.
+    /// As [`CertChain::verify`] for the chain itself, then [`Error::ChainRejected`] for the
+    /// leaf.
     pub fn verify_leaf(&self, leaf: &Certificate) -> Result<()> {
         self.verify(None)?;
-        openssl_verify(leaf, &self.certs[..self.certs.len() - 1], self.last())
+        self.path_to_root(leaf, 0, &PathPolicy::default().istiod_ca(false))
+    }
+
+    /// [`verify_path`] of `target` to the root, through the chain's certificates from
+    /// `from` on (the root excluded).
+    fn path_to_root(&self, target: &Certificate, from: usize, policy: &PathPolicy) -> Result<()> {
+        let untrusted: Vec<X509> = self.certs[from..self.certs.len() - 1]
+            .iter()
+            .map(|c| c.openssl().to_owned())
+            .collect();
+        verify_path(
+            &[self.last().openssl().to_owned()],
+            target.openssl(),
+            &untrusted,
+            None,
+            policy,
+            &default_subject,
+        )
+        .map(|_| ())
+        .map_err(|problems| Error::ChainRejected { problems })
     }
 }
 
@@ -200,53 +220,6 @@ impl fmt::Display for ChainReport {
         }
         Ok(())
     }
-}
-
-/// Path validation of `leaf` up to `root` through `intermediates`, with `root` the only anchor.
-fn openssl_verify(
-    leaf: &Certificate,
-    intermediates: &[Certificate],
-    root: &Certificate,
-) -> Result<()> {
-    let ossl = Error::openssl;
-    let mut store = X509StoreBuilder::new().map_err(ossl("creating an X509 store"))?;
-    store
-        .add_cert(root.openssl().to_owned())
-        .map_err(ossl("adding the root to the X509 store"))?;
-    store
-        .set_flags(X509VerifyFlags::X509_STRICT)
-        .map_err(ossl("setting verification flags"))?;
-    let store = store.build();
-    let mut untrusted: Stack<X509> = Stack::new().map_err(ossl("creating a certificate stack"))?;
-    for c in intermediates {
-        untrusted
-            .push(c.openssl().to_owned())
-            .map_err(ossl("stacking intermediates"))?;
-    }
-    let mut ctx = X509StoreContext::new().map_err(ossl("creating a verification context"))?;
-    let outcome = ctx
-        .init(&store, leaf.openssl(), &untrusted, |c| {
-            let ok = c.verify_cert()?;
-            Ok((ok, c.error(), c.error_depth()))
-        })
-        .map_err(ossl("verifying the chain"))?;
-    let (ok, error, depth) = outcome;
-    if ok {
-        return Ok(());
-    }
-    let all: Vec<&Certificate> = std::iter::once(leaf)
-        .chain(intermediates.iter())
-        .chain(std::iter::once(root))
-        .collect();
-    let subject = usize::try_from(depth)
-        .ok()
-        .and_then(|d| all.get(d))
-        .map_or_else(|| "?".to_owned(), |c| c.subject().to_owned());
-    Err(Error::ChainVerify {
-        depth,
-        subject,
-        reason: error.error_string().to_owned(),
-    })
 }
 
 /// Checks that the signed certificate carries the CSR's public key.

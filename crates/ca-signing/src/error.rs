@@ -192,6 +192,15 @@ pub enum Error {
         /// Its subject.
         subject: String,
     },
+    /// Path validation ([`crate::verify_path`]) rejected the chain.
+    #[error(
+        "the certificate chain is rejected: {}",
+        crate::verify::render_problems(problems)
+    )]
+    ChainRejected {
+        /// The findings.
+        problems: Vec<crate::ChainProblem>,
+    },
     /// OpenSSL's path validation rejected the chain.
     #[error("the certificate chain does not verify (depth {depth}, `{subject}`): {reason}")]
     ChainVerify {

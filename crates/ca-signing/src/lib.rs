@@ -40,6 +40,7 @@ pub mod release;
 mod secret;
 pub mod signer;
 mod software;
+mod verify;
 
 pub use cert::{BasicConstraints, Certificate, IssuedCert};
 pub use chain::{
@@ -59,3 +60,6 @@ pub use secret::{ISTIO_NAMESPACE, SecretLayout};
 pub use signer::MockSigner;
 pub use signer::{SignError, SignatureAlgorithm, Signer};
 pub use software::{SoftwareSigner, read_passphrase_file};
+pub use verify::{
+    ChainProblem, PathPolicy, VerifiedPath, default_subject, render_problems, verify_path,
+};

@@ -351,8 +351,8 @@ impl HsmToken {
     /// issues none of the others.
     ///
     /// # Errors
-    /// [`Error::ChainRejected`] with the reasons; [`Error::ObjectNotFound`] /
-    /// [`Error::DuplicateObject`] for the anchors; [`Error::Pkcs11`].
+    /// [`Error::ChainRejected`] with the reasons; [`Error::ObjectNotFound`] when none of the
+    /// anchors is on the token; [`Error::DuplicateObject`] for the anchors; [`Error::Pkcs11`].
     pub fn verify_chain(
         &self,
         ca_ids: &[CaId],
@@ -369,6 +369,19 @@ impl HsmToken {
                 Err(err) => return Err(err),
             };
             anchors.push(X509::from_der(&info.der).map_err(Error::crypto("parsing a CA anchor"))?);
+        }
+        if anchors.is_empty() && !ca_ids.is_empty() {
+            // Every configured slot is empty: nothing to verify against is a missing object,
+            // however many ids are configured.
+            return Err(Error::ObjectNotFound {
+                what: "CA anchor",
+                id: ca_ids
+                    .iter()
+                    .map(CaId::to_text)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                token: self.label().to_string(),
+            });
         }
         crate::verify::verify_chain(&anchors, elements, expected_spki, policy)
             .map_err(|problems| Error::ChainRejected { problems })

@@ -1,5 +1,5 @@
-//! The few DER details OpenSSL's safe API does not expose: walking a certificate's
-//! extensions, OID text, `CKA_EC_POINT` and `CKA_SERIAL_NUMBER` encodings.
+//! The few DER details OpenSSL's safe API does not expose: OID text, `CKA_EC_POINT` and
+//! `CKA_SERIAL_NUMBER` encodings. (Certificate extensions are read by ca-signing's verifier.)
 
 /// One TLV: (tag, content, rest).
 fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
@@ -21,48 +21,6 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         return None;
     }
     Some((tag, &rest[..len], &rest[len..]))
-}
-
-/// The DER of the basicConstraints OID 2.5.29.19 (content bytes only).
-const BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
-
-/// True when the certificate's basicConstraints says `cA: TRUE`.
-pub(crate) fn is_ca(cert_der: &[u8]) -> bool {
-    extension(cert_der, BASIC_CONSTRAINTS).is_some_and(|value| {
-        // BasicConstraints ::= SEQUENCE { cA BOOLEAN DEFAULT FALSE, pathLen INTEGER OPTIONAL }
-        tlv(value).is_some_and(|(tag, content, _)| {
-            tag == 0x30
-                && tlv(content)
-                    .is_some_and(|(t, c, _)| t == 0x01 && c.first().is_some_and(|b| *b != 0))
-        })
-    })
-}
-
-/// The extnValue content of the extension `oid` (OID content bytes).
-fn extension<'a>(cert_der: &'a [u8], oid: &[u8]) -> Option<&'a [u8]> {
-    let (_, cert, _) = tlv(cert_der)?;
-    let (_, tbs, _) = tlv(cert)?;
-    let mut rest = tbs;
-    while let Some((tag, content, next)) = tlv(rest) {
-        rest = next;
-        if tag != 0xa3 {
-            continue;
-        }
-        let (_, mut exts, _) = tlv(content)?;
-        while let Some((_, ext, next)) = tlv(exts) {
-            exts = next;
-            let (t, id, after) = tlv(ext)?;
-            if t != 0x06 || id != oid {
-                continue;
-            }
-            let (mut t, mut value, after) = tlv(after)?;
-            if t == 0x01 {
-                (t, value, _) = tlv(after)?;
-            }
-            return (t == 0x04).then_some(value);
-        }
-    }
-    None
 }
 
 /// OID content bytes as dotted text (`1.2.840.113549.1.9.1`).

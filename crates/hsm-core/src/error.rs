@@ -84,6 +84,35 @@ pub enum Error {
         #[source]
         source: cryptoki::error::Error,
     },
+    /// The token stayed out of reach (not found by label, not present) through every allowed
+    /// re-open, as during an HSM failover that takes longer than the retries.
+    #[error(
+        "{operation}: token {label:?} could not be reached in {attempts} attempts; check the HSM connection and failover"
+    )]
+    TokenUnavailable {
+        /// What we were doing.
+        operation: &'static str,
+        /// Token label.
+        label: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last failure.
+        #[source]
+        source: Box<Error>,
+    },
+    /// The HSM answered with output of the wrong size: a module or firmware that does not
+    /// follow the mechanism's contract (for AES-GCM, one that appends its IV).
+    #[error("{operation}: the HSM returned {actual} bytes where {expected} were due; {hint}")]
+    HsmOutput {
+        /// What we were doing.
+        operation: &'static str,
+        /// The size the mechanism defines.
+        expected: usize,
+        /// The size returned.
+        actual: usize,
+        /// The likely cause and what to do.
+        hint: &'static str,
+    },
     /// The session kept failing with session-loss errors after every allowed re-open.
     #[error(
         "{operation}: the HSM session was lost {attempts} times in a row; check the HSM connection"
@@ -196,6 +225,10 @@ pub enum Error {
         /// What differs.
         difference: String,
     },
+    /// An existing key does not have the protection mesh-hsm requires (it can be read out of
+    /// the HSM, or is not the key type asked for). Never used: replacing it is the operator's call.
+    #[error("{0}")]
+    WeakObject(Box<WeakKey>),
     /// A destructive operation was not confirmed.
     #[error(
         "refusing to destroy {what} {id:?}: the confirmation names {confirmed:?}; pass the same id to confirm"
@@ -293,6 +326,29 @@ pub enum Error {
     },
 }
 
+/// The details of [`Error::WeakObject`]: which key, which attribute, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{what} {id:?} on token {token:?} is not safe to use: {attribute} is {found}, required {required}; {fix}"
+)]
+#[non_exhaustive]
+pub struct WeakKey {
+    /// Kind of object (`KEK`, `private key of key pair`).
+    pub what: &'static str,
+    /// The id.
+    pub id: String,
+    /// Token label.
+    pub token: String,
+    /// The PKCS#11 attribute (`CKA_EXTRACTABLE`).
+    pub attribute: &'static str,
+    /// Its value on the token (`true`, `not reported`).
+    pub found: String,
+    /// The value required.
+    pub required: &'static str,
+    /// What the operator can do.
+    pub fix: &'static str,
+}
+
 /// Broad classes of [`Error`], for callers that map errors to protocol codes (gRPC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -330,6 +386,7 @@ impl Error {
     pub fn rv(&self) -> Option<RvError> {
         match self {
             Self::PinRejected { rv, .. } => Some(*rv),
+            Self::TokenUnavailable { source, .. } => source.rv(),
             Self::Pkcs11 { source, .. }
             | Self::SessionLost { source, .. }
             | Self::Initialize { source, .. }
@@ -357,6 +414,14 @@ impl Error {
     /// The broad class of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
+            // No anchor to verify against is a missing object, not a bad chain.
+            Self::ChainRejected { problems }
+                if problems
+                    .iter()
+                    .any(|p| matches!(p, crate::verify::ChainProblem::NoAnchors)) =>
+            {
+                ErrorKind::NotFound
+            }
             Self::InvalidLabel { .. }
             | Self::InvalidId { .. }
             | Self::InvalidArgument { .. }
@@ -374,6 +439,7 @@ impl Error {
             | Self::DuplicateObject { .. }
             | Self::ObjectMismatch { .. }
             | Self::NotConfirmed { .. }
+            | Self::WeakObject(_)
             | Self::PinFileShared { .. }
             | Self::PinEnvMissing { .. }
             | Self::PinInvalid { .. } => ErrorKind::FailedPrecondition,
@@ -382,10 +448,41 @@ impl Error {
             | Self::ModuleLoad { .. }
             | Self::Initialize { .. }
             | Self::SessionLost { .. }
+            | Self::TokenUnavailable { .. }
             | Self::PinRead { .. } => ErrorKind::Unavailable,
-            Self::Pkcs11 { .. } | Self::Crypto { .. } | Self::Worker { .. } => ErrorKind::Internal,
+            Self::Pkcs11 { source, .. } => match source {
+                cryptoki::error::Error::Pkcs11(rv, _) if is_device_fault(*rv) => {
+                    ErrorKind::Unavailable
+                }
+                _ => ErrorKind::Internal,
+            },
+            Self::HsmOutput { .. } | Self::Crypto { .. } | Self::Worker { .. } => {
+                ErrorKind::Internal
+            }
         }
     }
+}
+
+/// Return values meaning the device, the token or the session failed, not the request: the
+/// same call may work later (after a re-open, a failover, a restart of the HSM).
+pub(crate) fn is_device_fault(rv: RvError) -> bool {
+    matches!(
+        rv,
+        RvError::DeviceError
+            | RvError::DeviceMemory
+            | RvError::DeviceRemoved
+            | RvError::GeneralError
+            | RvError::FunctionFailed
+            | RvError::HostMemory
+            | RvError::TokenNotPresent
+            | RvError::TokenNotRecognized
+            | RvError::SessionHandleInvalid
+            | RvError::SessionClosed
+            | RvError::SessionCount
+            | RvError::UserNotLoggedIn
+            | RvError::CryptokiNotInitialized
+            | RvError::SlotIdInvalid
+    )
 }
 
 /// Result type of this crate.

@@ -218,7 +218,8 @@ impl HsmToken {
     ///
     /// # Errors
     /// [`Error::ObjectMismatch`] when `id` holds a key of another algorithm,
-    /// [`Error::DuplicateObject`], [`Error::Pkcs11`].
+    /// [`Error::WeakObject`] when its private key is (or once was) extractable or is not
+    /// sensitive, [`Error::DuplicateObject`], [`Error::Pkcs11`].
     pub fn ensure_key_pair(
         &self,
         id: &KeyPairId,
@@ -230,17 +231,24 @@ impl HsmToken {
             let public = find_one(self, session, ObjectClass::PUBLIC_KEY, id)?;
             let private = find_one(self, session, ObjectClass::PRIVATE_KEY, id)?;
             match (public, private) {
-                (Some(public), Some(_)) => {
+                (Some(public), Some(private)) => {
                     let (existing, _, _) = read_public(session, id, public)?;
-                    if existing == algorithm {
-                        Ok(Outcome::Unchanged)
-                    } else {
-                        Err(Error::ObjectMismatch {
+                    if existing != algorithm {
+                        return Err(Error::ObjectMismatch {
                             what: "key pair",
                             id: id.to_text(),
-                            difference: format!("it is {existing}, not {algorithm}"),
-                        })
+                            difference: format!(
+                                "it is {existing}, not {algorithm}; pick another id for a \
+                                 {algorithm} key, or ask for {existing}"
+                            ),
+                        });
                     }
+                    let key_type = match algorithm {
+                        KeyAlgorithm::Rsa3072 => KeyType::RSA,
+                        KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => KeyType::EC,
+                    };
+                    crate::protection::check_private_key(self, session, private, id, key_type)?;
+                    Ok(Outcome::Unchanged)
                 }
                 (None, None) if mode == Mode::DryRun => Ok(Outcome::WouldCreate),
                 (None, None) => {
@@ -339,6 +347,7 @@ impl HsmKey {
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>> {
         let object = ObjectKey::PrivateKey {
             id: self.id.as_bytes().to_vec(),
+            spki_sha256: openssl::sha::sha256(&self.spki),
         };
         // CKM_ECDSA takes the digest; the RSA mechanism hashes inside the HSM.
         let digest = match self.algorithm {
@@ -369,10 +378,17 @@ impl HsmKey {
         match self.algorithm {
             KeyAlgorithm::Rsa3072 => Ok(raw),
             KeyAlgorithm::EcdsaP256 | KeyAlgorithm::EcdsaP384 => {
-                if raw.is_empty() || raw.len() % 2 != 0 {
-                    return Err(Error::InvalidArgument {
+                let expected = match self.algorithm {
+                    KeyAlgorithm::EcdsaP384 => 96,
+                    _ => 64,
+                };
+                if raw.len() != expected {
+                    return Err(Error::HsmOutput {
                         operation: "ECDSA signing",
-                        reason: format!("the HSM returned a {}-byte signature", raw.len()),
+                        expected,
+                        actual: raw.len(),
+                        hint: "a raw ECDSA signature is r||s, each as long as the curve order; \
+                               check the PKCS#11 module",
                     });
                 }
                 let (r, s) = raw.split_at(raw.len() / 2);

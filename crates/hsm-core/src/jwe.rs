@@ -186,16 +186,26 @@ pub fn parse(what: &'static str, blob: &[u8]) -> Result<CompactJwe> {
     })
 }
 
-/// A 256-bit data-encryption key, zeroised on drop.
+/// A 256-bit data-encryption key, zeroised on drop, with the `kid` its envelopes carry.
+///
+/// The kid travels in the clear, in the header of every blob sealed under the DEK
+/// (`encrypted-skey`, `encrypted-csr`). The Thales plugin derives it from the key (a
+/// SHA-256 key-check value, KMS-PROTOCOL W4); new DEKs get a random kid instead
+/// ([`Dek::with_random_kid`]), so no header reveals anything computed from key material.
+/// This stays byte-compatible with the plugin: gose takes the kid of a DEK from the `kid`
+/// field of its JWK (`NewAesGcmCryptorFromJwk` uses `jwk.Kid()`), never recomputes it, and
+/// only checks that a blob's header names that kid; the JWK keeps its field order and shape
+/// (64 lowercase hex digits). Old DEKs keep the kid in their JWK, so their blobs still open.
 #[derive(Clone)]
 pub struct Dek {
     key: Zeroizing<[u8; 32]>,
+    kid: String,
 }
 
 impl std::fmt::Debug for Dek {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Dek")
-            .field("kid", &self.kid())
+            .field("kid", &self.kid)
             .finish_non_exhaustive()
     }
 }
@@ -208,10 +218,22 @@ struct Jwk {
 }
 
 impl Dek {
-    /// Wraps 32 key bytes.
+    /// Wraps 32 key bytes with the Thales plugin's key-derived kid ([`Dek::legacy_kid`]).
+    /// Only for reproducing the plugin's blobs; new DEKs use [`Dek::with_random_kid`].
     pub fn from_bytes(key: [u8; 32]) -> Self {
+        let kid = legacy_kid(&key);
         Self {
             key: Zeroizing::new(key),
+            kid,
+        }
+    }
+
+    /// Wraps 32 key bytes with a kid made of 32 random bytes (`kid_bytes`, lowercase hex):
+    /// the kid says nothing about the key (W4).
+    pub fn with_random_kid(key: [u8; 32], kid_bytes: &[u8; 32]) -> Self {
+        Self {
+            key: Zeroizing::new(key),
+            kid: hex(kid_bytes),
         }
     }
 
@@ -220,12 +242,17 @@ impl Dek {
         &self.key
     }
 
-    /// The JWK `kid` of the Thales plugin: lowercase hex SHA-256 of
-    /// `"v1.jwk.oct." + b64url(key)`.
+    /// The JWK `kid`: random for DEKs made here, whatever the JWK said for DEKs read from an
+    /// `encrypted-dek` blob.
     pub fn kid(&self) -> String {
-        let mut input = Zeroizing::new(b"v1.jwk.oct.".to_vec());
-        input.extend_from_slice(URL_SAFE_NO_PAD.encode(self.key.as_slice()).as_bytes());
-        hex(&openssl::sha::sha256(&input))
+        self.kid.clone()
+    }
+
+    /// The kid the Thales plugin derives from the key: lowercase hex SHA-256 of
+    /// `"v1.jwk.oct." + b64url(key)`. A key-check value: never written by this crate for new
+    /// DEKs.
+    pub fn legacy_kid(&self) -> String {
+        legacy_kid(&self.key)
     }
 
     /// The JWK JSON, byte-identical to the plugin's:
@@ -236,7 +263,7 @@ impl Dek {
         json.push_str(
             "{\"key_ops\":[\"encrypt\",\"decrypt\",\"sign\",\"verify\"],\"alg\":\"A256GCM\",\"kid\":\"",
         );
-        json.push_str(&self.kid());
+        json.push_str(&self.kid);
         json.push_str("\",\"k\":\"");
         json.push_str(&k);
         json.push_str("\",\"kty\":\"oct\"}");
@@ -268,8 +295,11 @@ impl Dek {
                 what: WHAT,
                 reason: format!("k is {} bytes, expected 32", bytes.len()),
             })?;
-        let dek = Self::from_bytes(key);
-        let kid = jwk.kid.unwrap_or_else(|| dek.kid());
+        let mut dek = Self::from_bytes(key);
+        if let Some(kid) = jwk.kid.filter(|k| !k.is_empty()) {
+            dek.kid = kid;
+        }
+        let kid = dek.kid.clone();
         Ok((dek, kid))
     }
 
@@ -340,6 +370,12 @@ impl Dek {
         .map_err(|_| Error::AuthenticationFailed { what })?;
         Ok((Zeroizing::new(plaintext), jwe.thales_aad))
     }
+}
+
+fn legacy_kid(key: &[u8; 32]) -> String {
+    let mut input = Zeroizing::new(b"v1.jwk.oct.".to_vec());
+    input.extend_from_slice(Zeroizing::new(URL_SAFE_NO_PAD.encode(key)).as_bytes());
+    hex(&openssl::sha::sha256(&input))
 }
 
 /// Lowercase hex.

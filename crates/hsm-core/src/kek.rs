@@ -231,11 +231,12 @@ impl HsmToken {
     }
 
     /// Makes sure the KEK `id` exists: Created when it was generated, Unchanged when it was
-    /// there already (as an AES-256 key), WouldCreate in a dry run.
+    /// there already (as an AES-256 key that never left the HSM), WouldCreate in a dry run.
     ///
     /// # Errors
     /// [`Error::DuplicateObject`] when other tools made several keys with that id,
-    /// [`Error::ObjectMismatch`] when the existing key is not AES-256, [`Error::Pkcs11`].
+    /// [`Error::WeakObject`] when the existing key is not AES-256 or is (or once was)
+    /// extractable or not sensitive, [`Error::Pkcs11`].
     pub fn ensure_kek(&self, id: &KekId, mode: Mode) -> Result<Outcome> {
         self.ensure_key_labelled(id, &ObjectLabel::kek(), mode)
     }
@@ -253,17 +254,7 @@ impl HsmToken {
         self.with_session("ensuring a KEK", |session| {
             match find_key(self, session, id, label) {
                 Ok(handle) => {
-                    let info = read_info(session, handle)?;
-                    if info.value_len != Some(32) {
-                        return Err(Error::ObjectMismatch {
-                            what: "KEK",
-                            id: id.to_text(),
-                            difference: format!(
-                                "CKA_VALUE_LEN is {:?}, not 32 (AES-256)",
-                                info.value_len
-                            ),
-                        });
-                    }
+                    crate::protection::check_secret_key(self, session, handle, id)?;
                     Ok(Outcome::Unchanged)
                 }
                 Err(Error::ObjectNotFound { .. }) if mode == Mode::DryRun => {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use crate::envelope::{hsm_open, hsm_seal};
+use crate::envelope::{KeyedSession, hsm_open, hsm_seal};
 use crate::kek::find_key_by_label;
 use crate::{Error, HsmToken, Iv, IvLength, KeyRef, ObjectLabel, Result};
 
@@ -227,8 +227,10 @@ impl HsmKubeKms {
                 let (handle, id) = find_key_by_label(&self.token, session, label)?;
                 check_v1_key_id(&id, key_id)?;
                 hsm_seal(
-                    session,
-                    handle,
+                    &KeyedSession {
+                        session,
+                        key: handle,
+                    },
                     label.as_str(),
                     &[],
                     &Iv::Random(IvLength::Bytes16),
@@ -251,7 +253,11 @@ impl HsmKubeKms {
         self.token.with_session("KMS v1beta1 decrypt", |session| {
             let (handle, id) = find_key_by_label(&self.token, session, label)?;
             check_v1_key_id(&id, key_id)?;
-            Ok(hsm_open(session, handle, V1, label.as_str(), cipher)?.plaintext)
+            let device = KeyedSession {
+                session,
+                key: handle,
+            };
+            Ok(hsm_open(&device, V1, label.as_str(), cipher)?.plaintext)
         })
     }
 }

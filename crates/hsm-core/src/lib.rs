@@ -51,6 +51,7 @@ mod kek;
 mod kube;
 mod module;
 mod ports;
+mod protection;
 mod session;
 mod skey;
 mod token;
@@ -61,7 +62,7 @@ pub mod pin;
 
 pub use anchor::{AnchorInfo, ImportPolicy, go_dn_string};
 pub use envelope::{Iv, IvLength, KeyRef, Opened};
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, WeakKey};
 pub use hsm_key::{HsmKey, KeyAlgorithm};
 pub use ids::{CaId, KekId, KeyPairId, MAX_ID_LEN, Mode, ObjectLabel, Outcome};
 pub use istio::{

@@ -34,13 +34,18 @@ where
 
 /// Runs one of the per-request operations (encrypt, decrypt, sign): on the calling task when
 /// `token` answers fast, else on tokio's blocking pool; either way its duration is recorded.
+///
+/// On the calling task no backoff pause may run (it would stall every task of that worker
+/// thread): when a session loss needs one, the operation is run again on the blocking pool,
+/// after the first pause there.
 async fn quick<T, F>(token: &Arc<HsmToken>, operation: &'static str, f: F) -> Result<T>
 where
     T: Send + 'static,
-    F: FnOnce() -> Result<T> + Send + 'static,
+    F: Fn() -> Result<T> + Send + Sync + 'static,
 {
     let timed = {
         let token = Arc::clone(token);
+        let f = Arc::new(f);
         move || {
             let started = std::time::Instant::now();
             let result = f();
@@ -49,7 +54,16 @@ where
         }
     };
     if token.answers_fast() {
-        return timed();
+        let (result, deferred) = crate::session::inline::run(&timed);
+        if !deferred {
+            return result;
+        }
+        let pause = token.options().initial_backoff;
+        return blocking(operation, move || {
+            std::thread::sleep(pause);
+            timed()
+        })
+        .await;
     }
     blocking(operation, timed).await
 }
@@ -347,7 +361,7 @@ impl HsmAdmin for HsmAdminService {
         let cached = self.cached_key(&id);
         let (t, keys) = (Arc::clone(&self.token), Arc::clone(&self.keys));
         quick(&self.token, "signing with an HSM key", move || {
-            let key = match cached {
+            let key = match cached.clone() {
                 Some(key) => key,
                 None => Self::open_key(&t, &keys, &id)?,
             };
@@ -364,3 +378,6 @@ impl HsmAdmin for HsmAdminService {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -48,8 +48,10 @@ pub enum Health {
 pub(crate) enum ObjectKey {
     /// The one secret key with this `CKA_ID` and `CKA_LABEL`.
     SecretKey { id: Vec<u8>, label: Vec<u8> },
-    /// The one private key with this `CKA_ID`.
-    PrivateKey { id: Vec<u8> },
+    /// The one private key with this `CKA_ID` whose public half has this SHA-256 SPKI
+    /// fingerprint: each opened key pair caches its own handle, so a pair replaced under the
+    /// same id never lends its handle to a key opened with the old public key (or back).
+    PrivateKey { id: Vec<u8>, spki_sha256: [u8; 32] },
 }
 
 /// A token found by label, with the user logged in once and a pool of sessions.
@@ -60,23 +62,32 @@ pub(crate) enum ObjectKey {
 /// in microseconds, on the calling task ([`HsmToken::typical_call`]).
 ///
 /// When a session is lost (`CKR_SESSION_HANDLE_INVALID`, `CKR_SESSION_CLOSED`,
-/// `CKR_DEVICE_REMOVED`, `CKR_TOKEN_NOT_PRESENT`, `CKR_USER_NOT_LOGGED_IN`) the operation is
-/// retried on a fresh session, after finding the token again by label and logging in again,
-/// with bounded exponential backoff. A rejected PIN is different: it is reported as
+/// `CKR_DEVICE_REMOVED`, `CKR_TOKEN_NOT_PRESENT`, `CKR_TOKEN_NOT_RECOGNIZED`,
+/// `CKR_USER_NOT_LOGGED_IN`) the operation is retried on a fresh session, after finding the
+/// token again by label and logging in again, with bounded exponential backoff. A token that
+/// is not found by its label while re-opening (an HSM failing over to its standby) is waited
+/// for the same way, then reported as [`Error::TokenUnavailable`]. The sessions dropped on a
+/// loss are closed (`C_CloseSession`), except one the module itself declared invalid; a
+/// session whose login fails is closed too. A rejected PIN is different: it is reported as
 /// [`Error::PinRejected`] after exactly one `C_Login`, remembered, and never retried
 /// automatically, because HSMs lock the partition after a few failures.
 ///
 /// The handles of the keys used on every call (KEKs, signing keys) are looked up once and
-/// cached: object handles belong to the application, not to a session. A handle the module no
-/// longer knows (`CKR_OBJECT_HANDLE_INVALID`, `CKR_KEY_HANDLE_INVALID`: the object was
-/// destroyed, or the token re-initialised) is forgotten and looked up again; every handle is
-/// forgotten with the sessions when they are lost.
+/// cached: object handles belong to the application, not to a session. The handle of a
+/// private key is cached per opened key pair (by id and public key), so a pair replaced under
+/// the same id never serves a key opened before. A handle the module no longer knows
+/// (`CKR_OBJECT_HANDLE_INVALID`, `CKR_KEY_HANDLE_INVALID`: the object was destroyed, or the
+/// token re-initialised) is forgotten and looked up again; every handle is forgotten with the
+/// sessions when they are lost.
 pub struct HsmToken {
     module: Module,
     label: TokenLabel,
     pin: Mutex<SecretString>,
     options: TokenOptions,
     idle: Mutex<Vec<Session>>,
+    /// Held while sessions are opened or closed, so this token never closes a session number
+    /// the module has just handed out again (modules reuse the numbers of closed sessions).
+    reopen: Mutex<()>,
     handles: Mutex<HashMap<ObjectKey, ObjectHandle>>,
     pin_failure: Mutex<Option<RvError>>,
     login_calls: AtomicU64,
@@ -112,11 +123,14 @@ impl HsmToken {
             pin: Mutex::new(pin),
             options,
             idle: Mutex::new(Vec::new()),
+            reopen: Mutex::new(()),
             handles: Mutex::new(HashMap::new()),
             pin_failure: Mutex::new(None),
             login_calls: AtomicU64::new(0),
             typical_call_ns: AtomicU64::new(0),
         };
+        // A wrong label fails at once; only a token lost later is waited for.
+        module.find_token(label)?;
         token.with_session("opening the token", |_| Ok(()))?;
         Ok(token)
     }
@@ -124,6 +138,11 @@ impl HsmToken {
     /// The token's label.
     pub fn label(&self) -> &TokenLabel {
         &self.label
+    }
+
+    /// How this token recovers from session loss.
+    pub fn options(&self) -> &TokenOptions {
+        &self.options
     }
 
     /// The module the token lives in.
@@ -188,9 +207,13 @@ impl HsmToken {
     /// Runs `f` on a logged-in session, re-opening the session and logging in again after
     /// session loss, as described on [`HsmToken`]. `f` may run more than once.
     ///
+    /// A token that cannot be found by its label while re-opening (an HSM failing over) is
+    /// waited for like a lost session. The backoff pauses block the thread; the async ports
+    /// never let them run on a tokio worker thread.
+    ///
     /// # Errors
-    /// [`Error::PinRejected`], [`Error::SessionLost`] when every attempt lost its session, or
-    /// whatever `f` returns.
+    /// [`Error::PinRejected`], [`Error::SessionLost`] when every attempt lost its session,
+    /// [`Error::TokenUnavailable`] when the token stayed out of reach, or whatever `f` returns.
     pub fn with_session<T>(
         &self,
         operation: &'static str,
@@ -201,57 +224,93 @@ impl HsmToken {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = self.checkout().map(|session| {
-                let result = f(&session);
-                (session, result)
-            });
-            let (lost, session) = match result {
-                Ok((session, Ok(value))) => {
-                    self.checkin(session);
-                    return Ok(value);
-                }
-                Ok((session, Err(err))) => {
-                    let Some(rv) = session_loss(&err) else {
+            let (err, loss) = match self.checkout() {
+                Ok(session) => match f(&session) {
+                    Ok(value) => {
                         self.checkin(session);
+                        return Ok(value);
+                    }
+                    Err(err) => {
+                        let Some(loss) = Loss::of(&err) else {
+                            self.checkin(session);
+                            return Err(err);
+                        };
+                        self.discard(Some(session), loss);
+                        (err, loss)
+                    }
+                },
+                Err(err) => {
+                    let Some(loss) = Loss::of(&err) else {
                         return Err(err);
                     };
-                    (Lost { rv, err }, Some(session))
+                    self.discard(None, loss);
+                    (err, loss)
                 }
-                Err(err) => match session_loss(&err) {
-                    Some(rv) => (Lost { rv, err }, None),
-                    None => return Err(err),
-                },
             };
             tracing::warn!(
                 hsm.token = %self.label,
-                hsm.rv = ?lost.rv,
+                hsm.loss = ?loss,
                 attempt,
                 "{operation}: HSM session lost, re-opening"
             );
-            if lost.rv == RvError::UserNotLoggedIn {
-                // The session is fine; only the login state is gone. Keep it: checkout logs in.
-                if let Some(session) = session {
-                    self.checkin(session);
-                }
-            } else {
-                // Every pooled handle is suspect (all sessions usually go together). Forget them
-                // without C_CloseSession: the module may already have reused the numbers.
-                drop(session);
-                lock(&self.idle).clear();
-                lock(&self.handles).clear();
-            }
-            if attempt >= max_attempts {
-                return Err(match lost.err {
-                    Error::Pkcs11 { source, .. } => Error::SessionLost {
-                        operation,
-                        attempts: attempt,
-                        source,
-                    },
-                    other => other,
-                });
+            if attempt >= max_attempts || inline::defer() {
+                return Err(self.exhausted(operation, attempt, err));
             }
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(self.options.max_backoff);
+        }
+    }
+
+    /// The error after the last attempt: what was lost, and how often.
+    fn exhausted(&self, operation: &'static str, attempts: u32, err: Error) -> Error {
+        match err {
+            Error::Pkcs11 { source, .. } => Error::SessionLost {
+                operation,
+                attempts,
+                source,
+            },
+            err @ Error::TokenNotFound { .. } => Error::TokenUnavailable {
+                operation,
+                label: self.label.to_string(),
+                attempts,
+                source: Box::new(err),
+            },
+            other => other,
+        }
+    }
+
+    /// Drops the sessions a loss made suspect: `failed` (the one that reported it) and every
+    /// pooled one, closing each that may still exist in the module, and forgets the cached
+    /// handles. After a lost login only, the session is kept: checkout logs in again.
+    fn discard(&self, failed: Option<Session>, loss: Loss) {
+        if loss == Loss::Session(RvError::UserNotLoggedIn) {
+            if let Some(session) = failed {
+                self.checkin(session);
+            }
+            return;
+        }
+        let pooled: Vec<Session> = lock(&self.idle).drain(..).collect();
+        lock(&self.handles).clear();
+        let _reopen = lock(&self.reopen);
+        if let Some(session) = failed {
+            // A session the module declared invalid is gone already; its number may belong
+            // to someone else by now.
+            if !matches!(
+                loss,
+                Loss::Session(RvError::SessionHandleInvalid | RvError::SessionClosed)
+            ) {
+                self.close(session);
+            }
+        }
+        for session in pooled {
+            self.close(session);
+        }
+    }
+
+    /// `C_CloseSession`; a session the module no longer knows is fine.
+    fn close(&self, session: Session) {
+        if let Err(err) = session.close() {
+            tracing::debug!(hsm.token = %self.label, %err, "closing a dropped session failed");
         }
     }
 
@@ -297,7 +356,8 @@ impl HsmToken {
         lock(&self.handles).remove(key);
     }
 
-    /// A logged-in session: a pooled one that still answers, or a new one.
+    /// A logged-in session: a pooled one that still answers, or a new one. A session whose
+    /// check or login fails is closed, never left open.
     fn checkout(&self) -> Result<Session> {
         if let Some(rv) = *lock(&self.pin_failure) {
             return Err(Error::PinRejected {
@@ -306,23 +366,46 @@ impl HsmToken {
             });
         }
         let pooled = lock(&self.idle).pop();
-        let session = if let Some(session) = pooled {
-            session
-        } else {
-            let token = self.module.find_token(&self.label)?;
-            self.module
-                .pkcs11()
-                .open_rw_session_no_drop(token.slot)
-                .map_err(Error::pkcs11("opening a session"))?
+        let session = match pooled {
+            Some(session) => session,
+            None => self.open_session()?,
         };
+        match self.logged_in(&session) {
+            Ok(()) => Ok(session),
+            Err(err) => {
+                let invalid = matches!(
+                    err.rv(),
+                    Some(RvError::SessionHandleInvalid | RvError::SessionClosed)
+                );
+                if !invalid {
+                    let _reopen = lock(&self.reopen);
+                    self.close(session);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn open_session(&self) -> Result<Session> {
+        let token = self.module.find_token(&self.label)?;
+        let _reopen = lock(&self.reopen);
+        self.module
+            .pkcs11()
+            .open_rw_session_no_drop(token.slot)
+            .map_err(Error::pkcs11("opening a session"))
+    }
+
+    /// Logs the user in on `session` unless the application is logged in already.
+    fn logged_in(&self, session: &Session) -> Result<()> {
         let state = session
             .get_session_info()
             .map_err(Error::pkcs11("checking the session"))?
             .session_state();
-        if !matches!(state, SessionState::RwUser | SessionState::RoUser) {
-            self.login(&session)?;
+        if matches!(state, SessionState::RwUser | SessionState::RoUser) {
+            Ok(())
+        } else {
+            self.login(session)
         }
-        Ok(session)
     }
 
     fn login(&self, session: &Session) -> Result<()> {
@@ -376,29 +459,84 @@ impl Drop for HsmToken {
     }
 }
 
-struct Lost {
-    rv: RvError,
-    err: Error,
+/// What a failure says was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    /// This session, or its login (the return value says which).
+    Session(RvError),
+    /// The token itself: not found by its label while re-opening (failover, re-plug).
+    Token,
 }
 
-/// The return value when `err` means "this session (or its login) is gone".
-fn session_loss(err: &Error) -> Option<RvError> {
-    let rv = match err {
-        Error::Pkcs11 {
-            source: cryptoki::error::Error::Pkcs11(rv, _),
-            ..
-        } => *rv,
-        _ => return None,
-    };
-    matches!(
-        rv,
-        RvError::SessionHandleInvalid
-            | RvError::SessionClosed
-            | RvError::DeviceRemoved
-            | RvError::TokenNotPresent
-            | RvError::UserNotLoggedIn
-    )
-    .then_some(rv)
+impl Loss {
+    /// What `err` says is gone, if it means "this session (or its token) is gone".
+    fn of(err: &Error) -> Option<Self> {
+        match err {
+            Error::Pkcs11 {
+                source: cryptoki::error::Error::Pkcs11(rv, _),
+                ..
+            } if matches!(
+                rv,
+                RvError::SessionHandleInvalid
+                    | RvError::SessionClosed
+                    | RvError::DeviceRemoved
+                    | RvError::TokenNotPresent
+                    | RvError::TokenNotRecognized
+                    | RvError::UserNotLoggedIn
+            ) =>
+            {
+                Some(Self::Session(*rv))
+            }
+            Error::TokenNotFound { .. } => Some(Self::Token),
+            _ => None,
+        }
+    }
+}
+
+/// Whether the current thread may sleep between attempts. The async ports run per-request
+/// operations of a fast token on the calling task (a tokio worker thread); there a session
+/// loss ends the attempt instead, and the port retries on the blocking pool.
+pub(crate) mod inline {
+    use std::cell::Cell;
+
+    thread_local! {
+        static STATE: Cell<State> = const { Cell::new(State::Off) };
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum State {
+        Off,
+        On,
+        Deferred,
+    }
+
+    /// Runs `f` with backoff pauses forbidden; true in the second member when a session
+    /// loss ended an attempt that needed one (run `f` again where blocking is fine).
+    pub(crate) fn run<T>(f: impl FnOnce() -> T) -> (T, bool) {
+        struct Restore(State);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                STATE.with(|s| s.set(self.0));
+            }
+        }
+        let _restore = Restore(STATE.with(|s| s.replace(State::On)));
+        let value = f();
+        let deferred = STATE.with(Cell::get) == State::Deferred;
+        (value, deferred)
+    }
+
+    /// Called instead of a backoff pause: true (and remembered) when pausing is forbidden
+    /// on this thread.
+    pub(crate) fn defer() -> bool {
+        STATE.with(|s| {
+            if s.get() == State::Off {
+                false
+            } else {
+                s.set(State::Deferred);
+                true
+            }
+        })
+    }
 }
 
 /// True when `err` says an object handle is not (or no longer) valid.

@@ -375,3 +375,73 @@ fn child_reads_anchor() {
     let anchor = token.anchor(&CaId::default()).unwrap();
     println!("CHILD-ANCHOR {} {}", anchor.sha256, anchor.label);
 }
+
+/// `VerifyCertChain` holds the target to the istiod CA profile of ca-signing's verifier: an
+/// intermediate that could issue further CAs (no pathlen:0), or that lacks keyCertSign, is
+/// refused even though its path to the anchor is sound.
+#[tokio::test]
+async fn verify_cert_chain_requires_pathlen_zero_and_key_cert_sign_on_the_target() {
+    use hsm_core::{HsmIstioKms, IstioConfig, IstioKms as _, VerifyCertChainRequest};
+    use rcgen::{Issuer, KeyPair, KeyUsagePurpose};
+
+    let (_hsm, token) = crate::token("verify-profile");
+    let root_key = KeyPair::generate().unwrap();
+    let root_params = crate::certs::ca_params("Root CA", None);
+    let root = root_params.self_signed(&root_key).unwrap();
+    token
+        .import_ca_cert(
+            &CaId::default(),
+            root.der(),
+            ImportPolicy::KeepExisting,
+            Mode::Apply,
+        )
+        .unwrap();
+    let issuer = Issuer::new(root_params, &root_key);
+    let kms = HsmIstioKms::new(token, IstioConfig::default());
+    let verify = |params: rcgen::CertificateParams| {
+        let key = KeyPair::generate().unwrap();
+        let der = params.signed_by(&key, &issuer).unwrap().der().to_vec();
+        kms.verify_cert_chain(VerifyCertChainRequest {
+            certificates: vec![der],
+            expected_spki: None,
+        })
+    };
+
+    verify(crate::certs::ca_params("Intermediate CA", Some(0)))
+        .await
+        .unwrap();
+    let err = verify(crate::certs::ca_params("Intermediate CA", None))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::ChainRejected { problems } if matches!(problems[..], [ChainProblem::TargetPathLen { found: None, .. }])),
+        "{err}"
+    );
+    assert_eq!(err.kind(), hsm_core::ErrorKind::InvalidArgument);
+    let mut no_sign = crate::certs::ca_params("Intermediate CA", Some(0));
+    no_sign.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    let err = verify(no_sign).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::ChainRejected { problems } if matches!(problems[..], [ChainProblem::TargetCannotSign { .. }])),
+        "{err}"
+    );
+}
+
+/// No anchor on the token is a `NotFound` error, whether one CA id is configured or several
+/// (a rotation), never an invalid chain.
+#[test]
+fn a_missing_anchor_is_not_found_however_many_ids_are_configured() {
+    let (_hsm, token) = crate::token("anchor-missing");
+    let pki = pki("Root CA", vec![], (2080, 1, 1));
+    let policy = VerifyPolicy::default();
+    for ids in [
+        vec![CaId::default()],
+        vec![CaId::default(), CaId::new("root-2026").unwrap()],
+    ] {
+        let err = token
+            .verify_chain(&ids, std::slice::from_ref(&pki.int_der), None, &policy)
+            .unwrap_err();
+        assert_eq!(err.kind(), hsm_core::ErrorKind::NotFound, "{ids:?}: {err}");
+        assert!(err.is_not_found(), "{err}");
+    }
+}

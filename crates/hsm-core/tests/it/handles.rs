@@ -120,3 +120,36 @@ async fn a_replaced_key_pair_is_refused_by_an_open_key_and_reopened_by_the_servi
     let reopened = HsmKey::open(Arc::clone(&token), &id).unwrap();
     assert_eq!(reopened.spki_der(), new_spki.as_slice());
 }
+
+/// Each opened key pair signs only with the handle found for it: once the pair was replaced
+/// and a new key cached the new private key's handle, the old key still refuses to sign
+/// (it would sign with a private key that does not match its public key).
+#[test]
+fn an_open_key_never_signs_with_the_handle_cached_for_its_replacement() {
+    let (hsm, token) = crate::token("handles-inst");
+    let id = KeyPairId::new("istiod-ca").unwrap();
+    let label = ObjectLabel::new("istiod-ca").unwrap();
+    token
+        .ensure_key_pair(&id, &label, KeyAlgorithm::EcdsaP256, Mode::Apply)
+        .unwrap();
+    let old = HsmKey::open(Arc::clone(&token), &id).unwrap();
+    old.sign(b"before").unwrap();
+
+    destroy_pair(&hsm, &id);
+    token
+        .ensure_key_pair(&id, &label, KeyAlgorithm::EcdsaP256, Mode::Apply)
+        .unwrap();
+    let new = HsmKey::open(Arc::clone(&token), &id).unwrap();
+    assert_ne!(new.spki_der(), old.spki_der());
+    let signature = new.sign(b"after").unwrap();
+    let public = openssl::pkey::PKey::public_key_from_der(new.spki_der()).unwrap();
+    let mut verifier =
+        openssl::sign::Verifier::new(openssl::hash::MessageDigest::sha256(), &public).unwrap();
+    assert!(verifier.verify_oneshot(&signature, b"after").unwrap());
+
+    for _ in 0..2 {
+        let err = old.sign(b"stale").unwrap_err();
+        assert!(matches!(err, Error::ObjectMismatch { .. }), "{err}");
+    }
+    new.sign(b"still fine").unwrap();
+}

@@ -124,3 +124,67 @@ fn verify_uses_the_configured_anchor_ids_read_from_the_token_each_call() {
     let err = kms.verify_cert_chain_blocking(&req).unwrap_err();
     assert!(err.is_not_found(), "{err}");
 }
+
+/// KMS-PROTOCOL W4: the kid in the clear header of blobs under a new DEK says nothing about
+/// the DEK (the plugin's kid is a SHA-256 key-check value of it), and the JWK inside the
+/// encrypted DEK carries the same kid, which is all the Thales plugin reads.
+#[tokio::test]
+async fn clear_headers_under_a_new_dek_carry_no_value_derived_from_the_key() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    let (_hsm, token) = crate::token("istio-w4");
+    let kms = HsmIstioKms::new(token.clone(), IstioConfig::default());
+    let kek = kms
+        .generate_kek(Some(KekId::new("w4-kek").unwrap()))
+        .await
+        .unwrap();
+    let encrypted_dek = kms
+        .generate_dek(GenerateDekRequest {
+            kek_id: kek.clone(),
+        })
+        .await
+        .unwrap();
+    let ciphertext = kms
+        .authenticated_encrypt(hsm_core::AuthenticatedEncryptRequest {
+            kek_id: kek.clone(),
+            encrypted_dek: encrypted_dek.clone(),
+            plaintext: b"csr".to_vec(),
+            aad: b"csr-id".to_vec(),
+        })
+        .await
+        .unwrap();
+    let header_kid = hsm_core::jwe::parse("ciphertext", &ciphertext).unwrap().kid;
+
+    // The DEK's key-check value, computed the way gose's CalculateKeyID does.
+    let (dek, jwk_kid) = token.unwrap_dek(&kek, &encrypted_dek).unwrap();
+    let mut input = b"v1.jwk.oct.".to_vec();
+    input.extend_from_slice(URL_SAFE_NO_PAD.encode(dek.as_bytes()).as_bytes());
+    let check_value = openssl::sha::sha256(&input)
+        .iter()
+        .fold(String::new(), |mut s, b| {
+            use std::fmt::Write as _;
+            write!(s, "{b:02x}").unwrap();
+            s
+        });
+    assert_ne!(
+        header_kid, check_value,
+        "the header leaks a key-check value"
+    );
+    assert_eq!(
+        header_kid, jwk_kid,
+        "the plugin matches the header to the JWK kid"
+    );
+    assert_eq!(header_kid.len(), 64);
+    assert!(header_kid.bytes().all(|b| b.is_ascii_hexdigit()));
+
+    // Two DEKs never share a kid.
+    let other = kms
+        .generate_dek(GenerateDekRequest {
+            kek_id: kek.clone(),
+        })
+        .await
+        .unwrap();
+    let (_, other_kid) = token.unwrap_dek(&kek, &other).unwrap();
+    assert_ne!(other_kid, jwk_kid);
+}

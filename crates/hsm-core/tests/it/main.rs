@@ -16,6 +16,7 @@ mod kek;
 mod kube;
 mod ports;
 mod token;
+mod weak;
 
 use std::sync::Arc;
 

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use cli_common::LogFormat;
-use vault_bootstrap::KvVersion;
+use cli_common::{LogFormat, parse_duration};
 use vault_bootstrap::agent::{AgentConfig, DEFAULT_JWT_PATH, OutputFiles, SecretLocation};
+use vault_bootstrap::{Connection, KvVersion, RetryPolicy, VaultAddr};
 
 /// Vault client sidecar for istiod.
 #[derive(Debug, Parser)]
@@ -63,9 +63,9 @@ pub(crate) struct ConnectionArgs {
     /// Do not verify the server's TLS certificate. Insecure; for debugging only.
     #[arg(long)]
     pub(crate) tls_skip_verify: bool,
-    /// Per-request timeout (`10s`, `1m`).
+    /// Per-request timeout (`10s`, `1m 30s`).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub(crate) timeout: Secs,
+    pub(crate) timeout: Duration,
     /// Attempts per request on connection errors, 5xx and 429.
     #[arg(long, default_value_t = 5)]
     pub(crate) retries: u32,
@@ -110,12 +110,14 @@ pub(crate) struct RunArgs {
     /// File name for the PIN (`PIN`).
     #[arg(long, default_value = "pin")]
     pub(crate) pin_file: String,
-    /// How often to fetch the secret again.
+    /// How often to fetch the secret again (`5m`, `1h`); the token is renewed as its lease
+    /// requires, independently.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
-    pub(crate) refresh_interval: Secs,
-    /// How long to wait after a failure before trying again.
+    pub(crate) refresh_interval: Duration,
+    /// How long to wait after a failure before trying again; doubled after each further
+    /// failure, up to the refresh interval.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub(crate) retry_interval: Secs,
+    pub(crate) retry_interval: Duration,
     /// File created while the credentials are in place (for exec readiness probes).
     #[arg(long)]
     pub(crate) ready_file: Option<PathBuf>,
@@ -146,39 +148,32 @@ impl RunArgs {
                 server_cert: self.server_cert_file.clone(),
                 pin: self.pin_file.clone(),
             },
-            refresh_interval: self.refresh_interval.0,
-            retry_interval: self.retry_interval.0,
+            refresh_interval: self.refresh_interval,
+            retry_interval: self.retry_interval,
             ready_file: self.ready_file.clone(),
         })
     }
 }
 
-/// A duration given as `90`, `90s`, `5m`, `1h` or `250ms`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Secs(pub(crate) Duration);
-
-fn parse_duration(text: &str) -> Result<Secs, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 30s, 5m or 1h"))?;
-    let d = match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => {
-            return Err(format!(
-                "{text:?}: unknown unit {unit:?}; use ms, s, m or h"
-            ));
+impl ConnectionArgs {
+    /// The connection these flags describe.
+    pub(crate) fn connection(&self) -> vault_bootstrap::Result<Connection> {
+        let addr = VaultAddr::parse(&self.vault_addr)?;
+        let mut conn = Connection::new(addr)
+            .with_timeout(self.timeout)
+            .with_namespace(self.vault_namespace.clone())
+            .with_insecure_skip_verify(self.tls_skip_verify)
+            .with_retry(RetryPolicy {
+                attempts: self.retries.max(1),
+                ..RetryPolicy::default()
+            });
+        if let Some(path) = &self.vault_cacert {
+            conn = conn.with_ca_cert_file(path)?;
+        } else if let Some(dir) = &self.vault_capath {
+            conn = conn.with_ca_path(dir)?;
         }
-    };
-    if d.is_zero() {
-        return Err(format!("{text:?} must be longer than zero"));
+        Ok(conn)
     }
-    Ok(Secs(d))
 }
 
 #[cfg(test)]
@@ -186,15 +181,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("90").unwrap().0, Duration::from_secs(90));
-        assert_eq!(parse_duration("5m").unwrap().0, Duration::from_secs(300));
-        assert_eq!(
-            parse_duration("250ms").unwrap().0,
-            Duration::from_millis(250)
-        );
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("5d").is_err());
+    fn duration_flags_reach_the_agent_config() {
+        let cli = Cli::try_parse_from([
+            "vault-client",
+            "run",
+            "--vault-addr=http://127.0.0.1:8200",
+            "--auth-path=asm-c1/hsm",
+            "--secret-path=asm-c1/hsm",
+            "--refresh-interval=1h 30m",
+            "--retry-interval=250ms",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run: {cli:?}");
+        };
+        let config = args.agent_config().unwrap();
+        assert_eq!(config.refresh_interval, Duration::from_secs(5400));
+        assert_eq!(config.retry_interval, Duration::from_millis(250));
+        assert_eq!(args.conn.timeout, Duration::from_secs(10));
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! Start-up pieces shared by the `meshca`, `hsm-plugin` and `vault-client` binaries.
 //!
 //! Only binaries depend on this crate: [`init_logging`] installs the global `tracing`
-//! subscriber, which a library must never do.
+//! subscriber (text or JSON lines, chosen by a `--log-format` flag of type [`LogFormat`]), which
+//! a library must never do; [`parse_duration`] parses duration flags.
+
+mod duration;
 
 use std::io::IsTerminal as _;
 
 use clap::builder::PossibleValue;
 use tracing_subscriber::EnvFilter;
+
+pub use duration::{MAX_DURATION, parse_duration};
 
 /// How log lines are written to stderr; a `--log-format` flag's value (`text` or `json`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -52,6 +57,17 @@ pub fn init_logging(format: LogFormat, default_filter: &str) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Reports the error that ends the process, in the log's format: `error: <message>` on stderr
+/// for [`LogFormat::Text`], one more JSON event (level `ERROR`, the message in field `error`)
+/// for [`LogFormat::Json`], so that every stderr line stays a JSON object. Pass the whole chain
+/// (`format!("{err:#}")` for an `anyhow::Error`); it must hold no secret.
+pub fn report_error(format: LogFormat, message: &str) {
+    match format {
+        LogFormat::Text => eprintln!("error: {message}"),
+        LogFormat::Json => tracing::error!(error = message, "exiting on error"),
     }
 }
 

@@ -96,8 +96,8 @@ pub trait Vault: Send + Sync {
     async fn write_kubernetes_role(&self, path: &str, role: &KubernetesRole) -> Result<()>;
 }
 
-/// What the vault-client agent needs: log in with a service-account JWT, renew the token, read
-/// the secret with it.
+/// What the vault-client agent needs: log in with a service-account JWT, renew and revoke the
+/// token, read the secret with it.
 #[cfg_attr(any(test, feature = "mock"), mockall::automock)]
 #[async_trait::async_trait]
 pub trait AgentVault: Send + Sync {
@@ -108,8 +108,11 @@ pub trait AgentVault: Send + Sync {
         role: &str,
         jwt: &SecretString,
     ) -> Result<Login>;
-    /// Renews `token` itself.
-    async fn renew_self(&self, token: &SecretString) -> Result<Login>;
+    /// Renews `token` itself, asking for `increment` more (zero: the server's default). The
+    /// lease answered is shorter than asked when the token's max TTL caps it.
+    async fn renew_self(&self, token: &SecretString, increment: Duration) -> Result<Login>;
+    /// Revokes `token` itself (`auth/token/revoke-self`).
+    async fn revoke_self(&self, token: &SecretString) -> Result<()>;
     /// Reads a KV secret with `token`.
     async fn read_secret_with(
         &self,

@@ -464,14 +464,23 @@ impl AgentVault for HttpVault {
         Ok(login_from(info))
     }
 
-    async fn renew_self(&self, token: &SecretString) -> Result<Login> {
+    async fn renew_self(&self, token: &SecretString, increment: Duration) -> Result<Login> {
         let client = self.with_token(token)?;
+        let increment = (!increment.is_zero()).then(|| format!("{}s", increment.as_secs()));
         let info = self
             .call("renew token", "auth/token/renew-self", || {
-                vaultrs::token::renew_self(&client, None)
+                vaultrs::token::renew_self(&client, increment.as_deref())
             })
             .await?;
         Ok(login_from(info))
+    }
+
+    async fn revoke_self(&self, token: &SecretString) -> Result<()> {
+        let client = self.with_token(token)?;
+        self.call("revoke token", "auth/token/revoke-self", || {
+            vaultrs::token::revoke_self(&client)
+        })
+        .await
     }
 
     async fn read_secret_with(

@@ -1,17 +1,25 @@
 //! The `vault-client` sidecar's logic: log in with the pod's service-account JWT through the
 //! Kubernetes auth method, read the HSM credential secret, write the files the HSM plugin needs
-//! (mode 0600, atomically, only when the content changed), keep the token renewed (logging in
-//! again before it expires or after a failure) and re-fetch on an interval.
+//! (mode 0600, atomically, only when the content changed) and re-fetch on an interval.
+//!
+//! The token's lifecycle: it is renewed after two thirds of its lease, asking for the login's
+//! lease again. A renewal that comes back shorter was capped by the max TTL, and a
+//! non-renewable token cannot be renewed: then the agent logs in again after two thirds of
+//! what is left, before the token dies. Failed renewals and logins are retried with bounded
+//! exponential backoff while the token in hand keeps serving reads; the token is revoked
+//! (`auth/token/revoke-self`) when the agent stops.
 //!
 //! Readiness means "the credential files are in place and match Vault": see [`Metrics::is_ready`],
 //! the optional ready file, and [`serve_status`]'s `/readyz`.
 
+mod config;
 mod files;
 mod metrics;
+mod session;
+mod sidecar;
 mod status;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,166 +27,20 @@ use secrecy::ExposeSecret as _;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
+pub use config::{
+    AgentConfig, DEFAULT_JWT_PATH, DEFAULT_REFRESH_INTERVAL, DEFAULT_RETRY_INTERVAL, FetchReport,
+    OutputFiles, SecretLocation, normalise_auth_path,
+};
 pub use files::write_if_changed;
 pub use metrics::Metrics;
+pub use sidecar::run_sidecar;
 pub use status::serve_status;
 
-use crate::{AgentVault, Error, KvVersion, Login, Result, SecretFields, fields};
+use crate::{AgentVault, Error, Result, SecretFields, fields};
+use session::{Backoff, Due, Session};
 
-/// Where Kubernetes mounts the pod's service-account token (`values.hsm.vaultAuthJwtPath`).
-pub const DEFAULT_JWT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
-/// How often the secret is fetched again by default.
-pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
-/// How long to wait after a failed cycle before trying again, by default.
-pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Where the secret lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SecretLocation {
-    /// KV mount (`asm-c1`).
-    pub mount: String,
-    /// Path inside the mount (`hsm`).
-    pub path: String,
-    /// KV version of the mount.
-    pub kv_version: KvVersion,
-}
-
-impl SecretLocation {
-    /// Splits a secret path as `values.hsm.vaultSecretPath` gives it (`asm-c1/hsm`, or
-    /// `asm-c1/data/hsm` for KV v2) into mount and path.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] when there is no `/` separating mount and path.
-    pub fn parse(secret_path: &str, kv_version: KvVersion) -> Result<Self> {
-        let trimmed = secret_path
-            .trim()
-            .trim_start_matches('/')
-            .trim_start_matches("v1/")
-            .trim_end_matches('/');
-        let invalid = || Error::InvalidConfig {
-            field: "secret path",
-            reason: format!("{secret_path:?} must be <mount>/<path>, e.g. asm-c1/hsm"),
-        };
-        let (mount, rest) = trimmed.split_once('/').ok_or_else(invalid)?;
-        let path = match kv_version {
-            KvVersion::V1 => rest,
-            KvVersion::V2 => rest.strip_prefix("data/").unwrap_or(rest),
-        };
-        if mount.is_empty() || path.is_empty() {
-            return Err(invalid());
-        }
-        Ok(Self {
-            mount: mount.to_owned(),
-            path: path.to_owned(),
-            kv_version,
-        })
-    }
-}
-
-/// Names of the four files written for the HSM plugin, inside one directory.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OutputFiles {
-    /// The directory (created with mode 0700 when missing).
-    pub dir: PathBuf,
-    /// File for the `clientcert` field.
-    pub client_cert: String,
-    /// File for the `clientkey` field.
-    pub client_key: String,
-    /// File for the `servercert` field.
-    pub server_cert: String,
-    /// File for the `PIN` field.
-    pub pin: String,
-}
-
-impl OutputFiles {
-    /// The default names (`client-cert.pem`, `client-key.pem`, `server-cert.pem`, `pin`) in `dir`.
-    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
-        Self {
-            dir: dir.into(),
-            client_cert: "client-cert.pem".to_owned(),
-            client_key: "client-key.pem".to_owned(),
-            server_cert: "server-cert.pem".to_owned(),
-            pin: "pin".to_owned(),
-        }
-    }
-
-    /// (secret field, file path) pairs.
-    pub fn targets(&self) -> [(&'static str, PathBuf); 4] {
-        [
-            (fields::CLIENT_CERT, self.dir.join(&self.client_cert)),
-            (fields::CLIENT_KEY, self.dir.join(&self.client_key)),
-            (fields::SERVER_CERT, self.dir.join(&self.server_cert)),
-            (fields::PIN, self.dir.join(&self.pin)),
-        ]
-    }
-}
-
-/// Everything the agent needs to know.
-#[derive(Clone, Debug)]
-pub struct AgentConfig {
-    /// Auth mount path (`asm-c1/hsm`); see [`normalise_auth_path`] for the accepted forms.
-    pub auth_path: String,
-    /// Role to log in as (`istiod`).
-    pub role: String,
-    /// File holding the service-account JWT (read again at every login: projected tokens
-    /// rotate).
-    pub jwt_path: PathBuf,
-    /// The secret.
-    pub secret: SecretLocation,
-    /// The files to write.
-    pub files: OutputFiles,
-    /// How often to fetch again.
-    pub refresh_interval: Duration,
-    /// How long to wait after a failed cycle.
-    pub retry_interval: Duration,
-    /// A file created when the credentials are in place and removed when they are not known
-    /// to be (for exec readiness probes).
-    pub ready_file: Option<PathBuf>,
-}
-
-/// Accepts `asm-c1/hsm`, `auth/asm-c1/hsm`, `auth/asm-c1/hsm/login` and `/v1/auth/.../login`
-/// (the guide's `vaultAuthPath` is the login path) and returns the mount path `asm-c1/hsm`.
-pub fn normalise_auth_path(path: &str) -> String {
-    let p = path.trim().trim_matches('/');
-    let p = p.strip_prefix("v1/").unwrap_or(p);
-    let p = p.strip_prefix("auth/").unwrap_or(p);
-    let p = p.strip_suffix("/login").unwrap_or(p);
-    p.to_owned()
-}
-
-/// What one fetch did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FetchReport {
-    /// Files rewritten because their content changed (or they were missing).
-    pub written: Vec<PathBuf>,
-    /// Files already up to date.
-    pub unchanged: Vec<PathBuf>,
-}
-
-struct Session {
-    token: secrecy::SecretString,
-    renew_at: Instant,
-    expires_at: Instant,
-    renewable: bool,
-}
-
-impl Session {
-    fn from_login(login: Login) -> Self {
-        let now = Instant::now();
-        // Renew (or log in again) after two thirds of the lease; a zero lease never expires.
-        let lease = if login.lease.is_zero() {
-            Duration::from_secs(365 * 24 * 3600)
-        } else {
-            login.lease
-        };
-        Self {
-            token: login.token,
-            renew_at: now + lease * 2 / 3,
-            expires_at: now + lease,
-            renewable: login.renewable,
-        }
-    }
-}
+/// How long revoking the token at shutdown may take before the agent gives up on it.
+pub const REVOKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The agent: one per process.
 pub struct Agent {
@@ -186,6 +48,10 @@ pub struct Agent {
     vault: Arc<dyn AgentVault>,
     metrics: Arc<Metrics>,
     session: Option<Session>,
+    /// Paces renewals and logins that failed while the token in hand is still valid.
+    token_backoff: Backoff,
+    /// Paces cycles that failed.
+    cycle_backoff: Backoff,
 }
 
 impl std::fmt::Debug for Agent {
@@ -202,11 +68,17 @@ impl Agent {
     pub fn new(config: AgentConfig, vault: Arc<dyn AgentVault>, metrics: Arc<Metrics>) -> Self {
         let mut config = config;
         config.auth_path = normalise_auth_path(&config.auth_path);
+        let backoff = Backoff::new(
+            config.retry_interval,
+            config.refresh_interval.max(config.retry_interval),
+        );
         Self {
             config,
             vault,
             metrics,
             session: None,
+            token_backoff: backoff,
+            cycle_backoff: backoff,
         }
     }
 
@@ -215,14 +87,14 @@ impl Agent {
         &self.metrics
     }
 
-    /// Logs in with the JWT file's current content.
+    /// Logs in with the JWT file's current content; the new token replaces the one in hand,
+    /// which is kept when the login fails.
     ///
     /// # Errors
     /// [`Error::ReadFile`] when the JWT cannot be read; [`Error::PermissionDenied`] when Vault
     /// refuses the service account; availability errors.
     #[tracing::instrument(skip_all, fields(vault.auth = %self.config.auth_path, vault.role = %self.config.role))]
     pub async fn login(&mut self) -> Result<()> {
-        self.session = None;
         let result = async {
             let jwt =
                 crate::token::read_token_file(&self.config.jwt_path).map_err(|e| match e {
@@ -247,7 +119,8 @@ impl Agent {
                     "logged in to Vault"
                 );
                 self.metrics.count_login(true);
-                self.session = Some(Session::from_login(login));
+                self.token_backoff.reset();
+                self.session = Some(Session::from_login(login, Instant::now()));
                 Ok(())
             }
             Err(err) => {
@@ -257,39 +130,105 @@ impl Agent {
         }
     }
 
-    /// Renews the token when it is due, logging in again when renewal is impossible or fails.
-    /// Logs in when there is no session.
+    /// Renews the token when it is due, or logs in again when renewing cannot help (a
+    /// non-renewable token, a renewal capped by the max TTL) or failed. Logs in when there is
+    /// no valid token. When a renewal or login fails while the token in hand is still valid,
+    /// that token stays in use and the attempt is repeated with backoff.
     ///
     /// # Errors
-    /// As for [`Agent::login`].
+    /// As for [`Agent::login`], when no valid token is left.
     pub async fn keep_token_fresh(&mut self) -> Result<()> {
         let now = Instant::now();
-        let Some(session) = &self.session else {
-            return self.login().await;
+        let due = match &self.session {
+            Some(session) if !session.expired(now) => session.due(now),
+            _ => {
+                self.session = None;
+                return self.login().await;
+            }
         };
-        if now < session.renew_at {
-            return Ok(());
-        }
-        if session.renewable && now < session.expires_at {
-            match self.vault.renew_self(&session.token).await {
-                // A renewal capped near the token's max TTL is not worth keeping: log in again.
-                Ok(renewed) if renewed.lease > self.config.retry_interval => {
-                    self.metrics.count_renewal(true);
-                    tracing::debug!(lease_s = renewed.lease.as_secs(), "token renewed");
-                    let token = session.token.clone();
-                    let mut next = Session::from_login(renewed);
-                    next.token = token;
-                    self.session = Some(next);
-                    return Ok(());
-                }
-                Ok(_) => self.metrics.count_renewal(true),
+        match due {
+            Due::Nothing => return Ok(()),
+            Due::Renew => match self.renew().await {
+                Ok(()) => return Ok(()),
                 Err(err) => {
-                    self.metrics.count_renewal(false);
-                    tracing::warn!(error = %err, "token renewal failed; logging in again");
+                    tracing::warn!(error = %err, "renewing the Vault token failed; logging in again");
                 }
+            },
+            Due::Login => {
+                tracing::debug!("the Vault token cannot be renewed further; logging in again");
             }
         }
-        self.login().await
+        let Err(err) = self.login().await else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let retry = self.token_backoff.next();
+        match &mut self.session {
+            Some(session) if !session.expired(now) => {
+                session.retry_at(now.checked_add(retry).unwrap_or(now));
+                tracing::warn!(
+                    error = %err,
+                    retry_in_ms = u64::try_from(retry.as_millis()).unwrap_or(u64::MAX),
+                    "logging in to Vault again failed; the current token stays in use until it expires"
+                );
+                Ok(())
+            }
+            _ => {
+                self.session = None;
+                Err(err)
+            }
+        }
+    }
+
+    /// Renews the token in hand, asking for the login's lease again.
+    async fn renew(&mut self) -> Result<()> {
+        let Some(session) = &mut self.session else {
+            return Err(no_session());
+        };
+        let asked = session.ttl();
+        match self.vault.renew_self(session.token(), asked).await {
+            Ok(renewed) => {
+                self.metrics.count_renewal(true);
+                self.token_backoff.reset();
+                session.renewed(&renewed, Instant::now());
+                if session.is_capped() {
+                    tracing::info!(
+                        lease_s = renewed.lease.as_secs(),
+                        asked_s = asked.as_secs(),
+                        "the Vault token reached its max TTL; logging in again before it expires"
+                    );
+                } else {
+                    tracing::debug!(lease_s = renewed.lease.as_secs(), "token renewed");
+                }
+                Ok(())
+            }
+            Err(err) => {
+                self.metrics.count_renewal(false);
+                Err(err)
+            }
+        }
+    }
+
+    /// Revokes the token in hand (`auth/token/revoke-self`) so that it does not outlive the
+    /// agent, waiting at most [`REVOKE_TIMEOUT`]. Failures are logged, not returned: the token
+    /// then simply expires with its lease.
+    pub async fn revoke(&mut self) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        if session.expired(Instant::now()) {
+            return;
+        }
+        match tokio::time::timeout(REVOKE_TIMEOUT, self.vault.revoke_self(session.token())).await {
+            Ok(Ok(())) => tracing::info!("Vault token revoked"),
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "revoking the Vault token failed; it expires with its lease");
+            }
+            Err(_) => tracing::warn!(
+                timeout_s = REVOKE_TIMEOUT.as_secs(),
+                "revoking the Vault token timed out; it expires with its lease"
+            ),
+        }
     }
 
     /// Reads the secret (logging in first when needed, and once more if the token was refused)
@@ -322,6 +261,7 @@ impl Agent {
         let secret = match self.read_secret().await {
             Err(err) if err.is_permission_denied() => {
                 tracing::warn!(error = %err, "token refused; logging in again");
+                self.session = None;
                 self.login().await?;
                 self.read_secret().await?
             }
@@ -332,16 +272,9 @@ impl Agent {
 
     async fn read_secret(&self) -> Result<SecretFields> {
         let loc = &self.config.secret;
-        let token = self
-            .session
-            .as_ref()
-            .map(|s| s.token.clone())
-            .ok_or_else(|| Error::InvalidConfig {
-                field: "session",
-                reason: "no Vault token; log in first".to_owned(),
-            })?;
+        let session = self.session.as_ref().ok_or_else(no_session)?;
         self.vault
-            .read_secret_with(&token, &loc.mount, loc.kv_version, &loc.path)
+            .read_secret_with(session.token(), &loc.mount, loc.kv_version, &loc.path)
             .await?
             .ok_or_else(|| Error::MissingField {
                 path: format!("{}/{}", loc.mount, loc.path),
@@ -411,44 +344,58 @@ impl Agent {
         self.fetch().await
     }
 
-    /// Runs until `shutdown` completes: fetches every refresh interval, renews the token before
-    /// it expires, and after a failure waits the retry interval and starts over (logging in
-    /// again). Failures are logged and counted, never fatal, so the sidecar survives Vault
-    /// restarts.
+    /// Runs until `shutdown` completes, then revokes the token: fetches every refresh
+    /// interval, keeps the token fresh (see [`Agent::keep_token_fresh`]), and after a failed
+    /// cycle waits the retry interval, doubled after each further failure up to the refresh
+    /// interval. Failures are logged and counted, never fatal, and the files stay in place, so
+    /// the sidecar survives Vault restarts.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         // A ready file from an earlier container run proves nothing until the first fetch.
         let _ = self.mark_ready(false);
         loop {
             let wait = match self.fetch().await {
-                Ok(_) => self.next_wait(),
+                Ok(_) => {
+                    self.cycle_backoff.reset();
+                    self.next_wait()
+                }
                 Err(err) => {
-                    tracing::warn!(error = %err, "fetching the HSM credentials failed");
-                    // Start over with a fresh login next time: after a server restart or a
-                    // revoked token that is the state that is known to work.
-                    self.session = None;
-                    self.config.retry_interval
+                    let wait = self.cycle_backoff.next();
+                    tracing::warn!(
+                        error = %err,
+                        retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        "fetching the HSM credentials failed"
+                    );
+                    wait
                 }
             };
             tokio::select! {
-                () = &mut shutdown => {
-                    tracing::info!("shutting down");
-                    return;
-                }
+                () = &mut shutdown => break,
                 () = tokio::time::sleep(wait) => {}
             }
         }
+        tracing::info!("shutting down");
+        self.revoke().await;
     }
 
-    /// Until the next fetch, or the next renewal if it comes first.
+    /// Until the next fetch, or until the token needs attention if that comes first.
     fn next_wait(&self) -> Duration {
         let refresh = self.config.refresh_interval;
-        match &self.session {
-            Some(s) => refresh.min(s.renew_at.saturating_duration_since(Instant::now())),
-            None => refresh,
-        }
+        self.session
+            .as_ref()
+            .and_then(|s| s.until_due(Instant::now()))
+            .map_or(refresh, |due| refresh.min(due))
     }
 }
 
+fn no_session() -> Error {
+    Error::InvalidConfig {
+        field: "session",
+        reason: "no Vault token; log in first".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod lifecycle_tests;
 #[cfg(test)]
 mod tests;

@@ -6,14 +6,14 @@ use mockall::Sequence;
 use secrecy::{ExposeSecret as _, SecretString};
 
 use super::*;
-use crate::MockAgentVault;
+use crate::{KvVersion, Login, MockAgentVault};
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    config: AgentConfig,
+pub(super) struct Fixture {
+    pub(super) dir: tempfile::TempDir,
+    pub(super) config: AgentConfig,
 }
 
-fn fixture() -> Fixture {
+pub(super) fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let jwt = dir.path().join("token");
     std::fs::write(&jwt, "header.payload.sig\n").unwrap();
@@ -39,7 +39,7 @@ fn login(token: &str, lease_s: u64) -> Login {
     }
 }
 
-fn secret(pin: &str) -> SecretFields {
+pub(super) fn secret(pin: &str) -> SecretFields {
     let mut f = SecretFields::new();
     f.insert("clientcert", SecretString::from("CLIENT CERT"));
     f.insert("clientkey", SecretString::from("CLIENT KEY"));
@@ -217,9 +217,9 @@ async fn token_is_renewed_after_two_thirds_of_its_lease() {
         .returning(|_, _, _| Ok(login("t1", 90)));
     vault
         .expect_renew_self()
-        .withf(|t| t.expose_secret() == "t1")
+        .withf(|t, asked| t.expose_secret() == "t1" && *asked == Duration::from_secs(90))
         .times(1)
-        .returning(|_| Ok(login("", 90)));
+        .returning(|_, _| Ok(login("", 90)));
     vault
         .expect_read_secret_with()
         .withf(|t, _, _, _| t.expose_secret() == "t1")
@@ -258,6 +258,11 @@ async fn run_survives_an_unavailable_server_and_recovers() {
     vault
         .expect_read_secret_with()
         .returning(|_, _, _, _| Ok(Some(secret("1"))));
+    vault
+        .expect_revoke_self()
+        .withf(|t| t.expose_secret() == "t")
+        .times(1)
+        .returning(|_| Ok(()));
     let metrics = Arc::new(Metrics::default());
     let agent = Agent::new(fx.config.clone(), Arc::new(vault), Arc::clone(&metrics));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -1,31 +1,13 @@
 //! The vault-client agent against a real OpenBao whose Kubernetes auth calls the TokenReview
 //! API of the sandbox's emulated Kubernetes API server, which also issues the JWTs.
 
-use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sandbox::OpenBao;
 use secrecy::ExposeSecret as _;
-use vault_bootstrap::Mode;
 use vault_bootstrap::agent::{Agent, Metrics};
 
-use crate::support::{self, Credentials, Kubernetes, agent_config, agent_vault, bootstrap};
-
-fn assert_files(dir: &Path, creds: &Credentials) {
-    for (name, want) in [
-        ("client-cert.pem", creds.client_cert.clone()),
-        ("client-key.pem", creds.client_key.clone()),
-        ("server-cert.pem", creds.server_cert.clone()),
-        ("pin", format!("{}\n", creds.pin)),
-    ] {
-        let path = dir.join(name);
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), want, "{name}");
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "{name}");
-    }
-}
+use crate::support::{Kubernetes, agent_config, agent_vault, assert_files, bootstrap};
 
 #[tokio::test]
 async fn istiod_logs_in_through_tokenreview_and_gets_its_four_files() {
@@ -96,62 +78,4 @@ async fn a_token_signed_by_another_key_is_refused() {
     let mut agent = Agent::new(config, agent_vault(&bao), Arc::default());
     let err = agent.run_once().await.unwrap_err();
     assert!(err.is_permission_denied(), "{err}");
-}
-
-#[tokio::test]
-async fn the_agent_survives_a_server_restart_and_logs_in_again() {
-    let mut bao = OpenBao::builder()
-        .storage(sandbox::Storage::Raft)
-        .start()
-        .await
-        .unwrap();
-    let setup = bootstrap(&bao).await;
-    let config = agent_config(&setup, "istio-system", "istiod-service-account");
-    let metrics = Arc::new(Metrics::default());
-    let agent = Agent::new(config.clone(), agent_vault(&bao), Arc::clone(&metrics));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(agent.run(async move {
-        let _ = stopped.await;
-    }));
-
-    wait_for(|| metrics.is_ready()).await;
-    // Down long enough for the agent to notice, then back on the same port and storage.
-    bao.stop();
-    wait_for(|| metrics.snapshot().fetch_failures >= 1).await;
-    assert!(
-        metrics.is_ready(),
-        "the files are still in place while Vault is down"
-    );
-    bao.restart().await.unwrap();
-    // The secret changes while the agent is running: it must show up in the file.
-    let mut spec = setup.spec.clone();
-    sandbox::write_secret_file(&setup.creds.files.pin, b"rotated-pin\n").unwrap();
-    spec.secret.as_mut().unwrap().fields = setup.creds.files.read().unwrap();
-    vault_bootstrap::apply(&support::admin(&bao), &spec, Mode::Apply)
-        .await
-        .unwrap();
-    let pin = config.files.dir.join("pin");
-    wait_for(|| std::fs::read_to_string(&pin).is_ok_and(|p| p == "rotated-pin\n")).await;
-    stop.send(()).unwrap();
-    task.await.unwrap();
-
-    let snap = metrics.snapshot();
-    assert!(snap.fetch_failures >= 1, "{snap:?}");
-    assert!(snap.logins >= 2, "{snap:?}");
-    assert!(snap.ready);
-    // Each login went through the API server's TokenReview again.
-    let reviews = setup.kube.token_reviews();
-    assert!(reviews.len() >= 2, "{reviews:?}");
-    assert!(reviews.iter().all(|r| r.status == 201), "{reviews:?}");
-}
-
-async fn wait_for(mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "condition not met in 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -8,4 +8,5 @@
 
 mod agent;
 mod bootstrap;
+mod lifecycle;
 mod support;

@@ -1,6 +1,7 @@
 //! Shared fixtures: HSM credential files, the step-5 spec, admin clients and read-back helpers.
 
 pub(crate) mod kube;
+pub(crate) mod tokens;
 
 use std::path::Path;
 use std::process::Output;
@@ -186,4 +187,32 @@ pub(crate) fn agent_config(setup: &Setup, namespace: &str, account: &str) -> Age
 pub(crate) fn agent_vault(bao: &OpenBao) -> Arc<HttpVault> {
     let conn = bao.connection().unwrap().with_retry(quick_retry());
     Arc::new(HttpVault::new(conn, None).unwrap())
+}
+
+/// The four files hold `creds` (the PIN with a newline) with mode 0600.
+pub(crate) fn assert_files(dir: &Path, creds: &Credentials) {
+    use std::os::unix::fs::PermissionsExt as _;
+    for (name, want) in [
+        ("client-cert.pem", creds.client_cert.clone()),
+        ("client-key.pem", creds.client_key.clone()),
+        ("server-cert.pem", creds.server_cert.clone()),
+        ("pin", format!("{}\n", creds.pin)),
+    ] {
+        let path = dir.join(name);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), want, "{name}");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{name}");
+    }
+}
+
+/// Polls `cond` every 20 ms; fails the test after 60 s.
+pub(crate) async fn wait_for(mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -210,6 +210,40 @@ pub async fn restart_deployments(
     Ok(report)
 }
 
+/// Waits until a `MutatingWebhookConfiguration` labelled `istio.io/rev=<revision>` (the
+/// revision's sidecar injector, which istioctl installs with istiod) is registered.
+///
+/// # Errors
+/// [`Error::Timeout`] naming the missing injector.
+pub async fn wait_for_injector(
+    kube: &dyn Kube,
+    revision: &str,
+    options: WaitOptions,
+    on_progress: &mut (dyn FnMut(&Progress) + Send),
+) -> Result<Progress> {
+    let what = format!(
+        "the sidecar injector of revision {revision} (a MutatingWebhookConfiguration labelled \
+         {REVISION_LABEL}={revision}; install the control plane first, step 9)"
+    );
+    poll_until(&what, options, on_progress, || async {
+        let query = ListQuery::all(Kind::MutatingWebhookConfiguration)
+            .with_labels(format!("{REVISION_LABEL}={revision}"));
+        let found = kube.list(&query).await?;
+        Ok(Progress {
+            ready: usize::from(!found.is_empty()),
+            total: 1,
+            pending: if found.is_empty() {
+                vec![format!(
+                    "mutatingwebhookconfiguration {REVISION_LABEL}={revision}"
+                )]
+            } else {
+                Vec::new()
+            },
+        })
+    })
+    .await
+}
+
 /// Waits until every live pod of the deployments in `namespace` carries
 /// `istio.io/rev=<revision>`, reporting progress on each change.
 ///

@@ -35,6 +35,9 @@ pub enum Kind {
     /// install.istio.io/v1alpha1 `IstioOperator`: what `istioctl install` records as
     /// `installed-state-<revision>`.
     IstioOperator,
+    /// admissionregistration.k8s.io/v1 `MutatingWebhookConfiguration` (cluster-scoped): a
+    /// revision's sidecar injector.
+    MutatingWebhookConfiguration,
 }
 
 impl Kind {
@@ -44,6 +47,7 @@ impl Kind {
             Self::Deployment => "apps",
             Self::ClusterRoleBinding => "rbac.authorization.k8s.io",
             Self::IstioOperator => "install.istio.io",
+            Self::MutatingWebhookConfiguration => "admissionregistration.k8s.io",
             _ => "",
         }
     }
@@ -62,6 +66,7 @@ impl Kind {
             Self::Deployment => "apps/v1",
             Self::ClusterRoleBinding => "rbac.authorization.k8s.io/v1",
             Self::IstioOperator => "install.istio.io/v1alpha1",
+            Self::MutatingWebhookConfiguration => "admissionregistration.k8s.io/v1",
             _ => "v1",
         }
     }
@@ -79,6 +84,7 @@ impl Kind {
             Self::Deployment => "Deployment",
             Self::ClusterRoleBinding => "ClusterRoleBinding",
             Self::IstioOperator => "IstioOperator",
+            Self::MutatingWebhookConfiguration => "MutatingWebhookConfiguration",
         }
     }
 
@@ -95,6 +101,7 @@ impl Kind {
             Self::Deployment => "deployments",
             Self::ClusterRoleBinding => "clusterrolebindings",
             Self::IstioOperator => "istiooperators",
+            Self::MutatingWebhookConfiguration => "mutatingwebhookconfigurations",
         }
     }
 
@@ -102,7 +109,10 @@ impl Kind {
     pub fn is_namespaced(self) -> bool {
         !matches!(
             self,
-            Self::Namespace | Self::Node | Self::ClusterRoleBinding
+            Self::Namespace
+                | Self::Node
+                | Self::ClusterRoleBinding
+                | Self::MutatingWebhookConfiguration
         )
     }
 

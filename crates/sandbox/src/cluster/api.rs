@@ -208,6 +208,98 @@ impl ClusterApi {
         }))
     }
 
+    /// The API resource of `api_version`/`kind`, from the server's discovery.
+    async fn resource(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<kube::discovery::ApiResource> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, kind);
+        kube::discovery::pinned_kind(&self.client, &gvk)
+            .await
+            .map(|(resource, _)| resource)
+            .map_err(api_error("discovering a resource"))
+    }
+
+    fn dynamic(
+        &self,
+        resource: &kube::discovery::ApiResource,
+        namespace: Option<&str>,
+    ) -> kube::Api<kube::core::DynamicObject> {
+        match namespace {
+            Some(ns) => kube::Api::namespaced_with(self.client.clone(), ns, resource),
+            None => kube::Api::all_with(self.client.clone(), resource),
+        }
+    }
+
+    /// Creates `object` (any kind the server serves) as the admin, and returns it as stored.
+    pub async fn create_object(&self, object: &Value) -> Result<Value> {
+        let invalid = |detail: &str| Error::ClusterApi {
+            operation: "creating an object",
+            detail: detail.to_owned(),
+        };
+        let api_version = object["apiVersion"]
+            .as_str()
+            .ok_or_else(|| invalid("no apiVersion"))?;
+        let kind = object["kind"].as_str().ok_or_else(|| invalid("no kind"))?;
+        let resource = self.resource(api_version, kind).await?;
+        let typed: kube::core::DynamicObject =
+            serde_json::from_value(object.clone()).map_err(|e| invalid(&e.to_string()))?;
+        let created = self
+            .dynamic(&resource, object["metadata"]["namespace"].as_str())
+            .create(&kube::api::PostParams::default(), &typed)
+            .await
+            .map_err(api_error("creating an object"))?;
+        serde_json::to_value(created).map_err(|e| invalid(&e.to_string()))
+    }
+
+    /// Reads `kind` `namespace/name`, or `None` when it does not exist.
+    pub async fn get_object(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>> {
+        let resource = self.resource(api_version, kind).await?;
+        let found = self
+            .dynamic(&resource, namespace)
+            .get_opt(name)
+            .await
+            .map_err(api_error("reading an object"))?;
+        found
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| Error::ClusterApi {
+                operation: "reading an object",
+                detail: e.to_string(),
+            })
+    }
+
+    /// Lists `kind` in `namespace` (or the cluster).
+    pub async fn list_objects(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Value>> {
+        let resource = self.resource(api_version, kind).await?;
+        let list = self
+            .dynamic(&resource, namespace)
+            .list(&kube::api::ListParams::default())
+            .await
+            .map_err(api_error("listing objects"))?;
+        list.items
+            .into_iter()
+            .map(serde_json::to_value)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| Error::ClusterApi {
+                operation: "listing objects",
+                detail: e.to_string(),
+            })
+    }
+
     /// Reads namespace `name` (which need not exist): a request that only marks a point in the
     /// audit log.
     pub(crate) async fn probe_namespace(&self, name: &str) -> Result<()> {

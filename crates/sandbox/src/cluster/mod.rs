@@ -32,6 +32,7 @@ mod kubeconfig;
 mod limit;
 mod pki;
 mod processes;
+mod webhook;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,6 +47,7 @@ use crate::{Error, Result};
 
 pub use self::api::ClusterApi;
 pub use self::audit::AuditEvent;
+pub use self::webhook::InjectionWebhook;
 
 /// The user name of the least-privilege operator identity.
 pub const OPERATOR_USER: &str = "meshca-operator";

@@ -1,13 +1,16 @@
-//! Every operation against the sandbox's emulated API server (real HTTPS, kube client, RBAC,
-//! server-side apply and dry run): run twice (the second run is `Unchanged` and writes
-//! nothing), dry run first (nothing stored), and the error mapping.
+//! Every operation against the real control plane (`sandbox::LocalCluster`: kube-apiserver,
+//! etcd, controller manager, scheduler, kwok): run twice (the second run is `Unchanged` and
+//! writes nothing, by the API server's own audit log), dry run first (nothing stored), and the
+//! error mapping for a real RBAC refusal and a stopped server.
 
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
-    reason = "test helpers outside #[test] fns"
+    clippy::too_many_lines,
+    reason = "test helpers outside #[test] fns; each test walks one step end to end"
 )]
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -20,56 +23,109 @@ use k8s_bootstrap::{
     ca_secrets, control_plane, ingress, injection, vault_auth,
 };
 use kube::config::Kubeconfig;
-use sandbox::kube::ApiServer;
-use secrecy::ExposeSecret as _;
+use sandbox::LocalCluster;
+use sandbox::cluster::ClusterApi;
+use secrecy::SecretString;
 use serde_json::{Value, json};
 
 struct Env {
-    server: ApiServer,
+    cluster: LocalCluster,
+    api: ClusterApi,
     kube: KubeClient,
     kubeconfig: Kubeconfig,
+    /// Audit events already returned by [`Env::writes`].
+    seen: Mutex<usize>,
 }
+
+/// The identity the admin kubeconfig authenticates as.
+const ADMIN_USER: &str = "sandbox-admin";
 
 async fn env() -> Env {
     sandbox::init_crypto();
-    let server = ApiServer::start().unwrap();
-    let yaml = server.kubeconfig_yaml(server.admin_token());
-    let kubeconfig = Kubeconfig::from_yaml(yaml.expose_secret()).unwrap();
+    let cluster = LocalCluster::builder().start().await.unwrap();
+    let kubeconfig = Kubeconfig::read_from(cluster.admin_kubeconfig()).unwrap();
     let kube = KubeClient::from_kubeconfig(kubeconfig.clone(), None)
         .await
         .unwrap();
+    let api = cluster.api().await.unwrap();
     Env {
-        server,
+        cluster,
+        api,
         kube,
         kubeconfig,
+        seen: Mutex::new(0),
+    }
+}
+
+/// `apiVersion` and `kind` of the plural resources the tests read.
+fn kind_of(resource: &str) -> (&'static str, &'static str) {
+    match resource {
+        "namespaces" => ("v1", "Namespace"),
+        "secrets" => ("v1", "Secret"),
+        "configmaps" => ("v1", "ConfigMap"),
+        "services" => ("v1", "Service"),
+        "pods" => ("v1", "Pod"),
+        "clusterrolebindings" => ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
+        other => panic!("no kind known for {other}"),
     }
 }
 
 impl Env {
+    async fn create(&self, object: Value) {
+        self.api.create_object(&object).await.unwrap();
+    }
+
     /// Creates the namespace `name`, without labels.
-    fn create_namespace(&self, name: &str) {
-        self.server
-            .cluster()
-            .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
-            .unwrap();
+    async fn create_namespace(&self, name: &str) {
+        self.create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
+            .await;
     }
 
-    fn get(&self, resource: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
-        self.server.cluster().get(resource, namespace, name)
+    async fn get(&self, resource: &str, namespace: Option<&str>, name: &str) -> Option<Value> {
+        let (api_version, kind) = kind_of(resource);
+        self.api
+            .get_object(api_version, kind, namespace, name)
+            .await
+            .unwrap()
     }
 
-    /// Requests that could have changed something since the last call.
-    fn writes(&self) -> Vec<String> {
-        let writes = self
-            .server
-            .cluster()
-            .requests()
+    /// Pods of `namespace` that are not being deleted.
+    async fn live_pods(&self, namespace: &str) -> Vec<Value> {
+        self.api
+            .list_objects("v1", "Pod", Some(namespace))
+            .await
+            .unwrap()
             .into_iter()
-            .filter(|r| !matches!(r.method.as_str(), "GET" | "HEAD"))
-            .map(|r| format!("{} {}?{}", r.method, r.path, r.query))
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .collect()
+    }
+
+    /// Requests of the admin identity that could have changed something since the last call,
+    /// as the API server's audit log records them (`verb uri`).
+    async fn writes(&self) -> Vec<String> {
+        let events = self.cluster.audit_events().await.unwrap();
+        let mut seen = self.seen.lock().unwrap();
+        let new = events
+            .iter()
+            .skip(*seen)
+            .filter(|e| e.user == ADMIN_USER && e.is_write())
+            .map(|e| format!("{} {}", e.verb, e.uri))
             .collect();
-        self.server.cluster().clear_requests();
-        writes
+        *seen = events.len();
+        new
+    }
+
+    /// The admin kubeconfig with its client certificate replaced by a bearer token.
+    fn kubeconfig_with_token(&self, token: &SecretString) -> Kubeconfig {
+        let mut kubeconfig = self.kubeconfig.clone();
+        for named in &mut kubeconfig.auth_infos {
+            if let Some(auth) = named.auth_info.as_mut() {
+                auth.client_certificate_data = None;
+                auth.client_key_data = None;
+                auth.token = Some(token.clone());
+            }
+        }
+        kubeconfig
     }
 }
 
@@ -96,16 +152,16 @@ async fn step4_dry_run_stores_nothing_then_runs_twice() {
     let env = env().await;
     let dir = tempfile::tempdir().unwrap();
     let endpoint = ClusterEndpoint::from_kubeconfig(&env.kubeconfig, None).unwrap();
-    assert_eq!(endpoint.addr, env.server.url());
+    assert_eq!(endpoint.addr, env.cluster.server());
     assert_eq!(
         endpoint.ca,
-        CertificatePem::parse(env.server.ca_pem(), "ca").unwrap()
+        CertificatePem::parse(env.cluster.ca_pem(), "ca").unwrap()
     );
     let spec = VaultAuthSpec {
         wait: quick_wait(),
         ..VaultAuthSpec::files(ClusterSuffix::new("c1").unwrap(), dir.path())
     };
-    env.writes();
+    env.writes().await;
 
     let dry = vault_auth::prepare_vault_auth(&env.kube, &spec, &endpoint, Mode::DryRun)
         .await
@@ -118,13 +174,14 @@ async fn step4_dry_run_stores_nothing_then_runs_twice() {
         "{}",
         dry.report
     );
-    assert!(env.get("namespaces", None, "vault").is_none());
+    assert!(env.get("namespaces", None, "vault").await.is_none());
     assert!(
         env.get("clusterrolebindings", None, "role-tokenreview-binding")
+            .await
             .is_none()
     );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-    let dry_writes = env.writes();
+    let dry_writes = env.writes().await;
     assert!(!dry_writes.is_empty());
     assert!(
         dry_writes.iter().all(|w| w.contains("dryRun=All")),
@@ -145,6 +202,7 @@ async fn step4_dry_run_stores_nothing_then_runs_twice() {
     );
     let crb = env
         .get("clusterrolebindings", None, "role-tokenreview-binding")
+        .await
         .unwrap();
     assert_eq!(crb["roleRef"]["name"], "system:auth-delegator");
     assert_eq!(crb["subjects"][0]["namespace"], "vault");
@@ -167,20 +225,20 @@ async fn step4_dry_run_stores_nothing_then_runs_twice() {
     assert_eq!(claims["sub"], "system:serviceaccount:vault:default");
     assert_eq!(
         std::fs::read_to_string(dir.path().join("c1-k8s_addr")).unwrap(),
-        env.server.url()
+        env.cluster.server()
     );
     assert_eq!(
         std::fs::read_to_string(dir.path().join("c1-k8s_cert")).unwrap(),
         endpoint.ca.as_str()
     );
-    env.writes();
+    env.writes().await;
 
     let second = vault_auth::prepare_vault_auth(&env.kube, &spec, &endpoint, Mode::Apply)
         .await
         .unwrap();
     assert!(second.report.is_unchanged(), "{}", second.report);
     assert_eq!(
-        env.writes(),
+        env.writes().await,
         Vec::<String>::new(),
         "a second run sends no write and issues no token"
     );
@@ -203,15 +261,16 @@ async fn step4_returns_a_token_the_api_server_accepts_or_uses_a_legacy_secret() 
         .await
         .unwrap();
     let material = out.material.unwrap();
-    assert_eq!(material.kubernetes_host, env.server.url());
+    assert_eq!(material.kubernetes_host, env.cluster.server());
 
     // The reviewer token authenticates against the API server as vault/default.
-    let yaml = env.server.kubeconfig_yaml(&material.token_reviewer_jwt);
-    let as_vault =
-        KubeClient::from_kubeconfig(Kubeconfig::from_yaml(yaml.expose_secret()).unwrap(), None)
-            .await
-            .unwrap()
-            .with_retry(RetryPolicy::none());
+    let as_vault = KubeClient::from_kubeconfig(
+        env.kubeconfig_with_token(&material.token_reviewer_jwt),
+        None,
+    )
+    .await
+    .unwrap()
+    .with_retry(RetryPolicy::none());
     let err = k8s_bootstrap::Kube::get(
         &as_vault,
         &k8s_bootstrap::ObjectRef::namespaced(k8s_bootstrap::Kind::Secret, "istio-system", "x"),
@@ -240,6 +299,7 @@ async fn step4_returns_a_token_the_api_server_accepts_or_uses_a_legacy_secret() 
     );
     let secret = env
         .get("secrets", Some("vault"), "vault-tokenreview-token")
+        .await
         .unwrap();
     let token = STANDARD
         .decode(secret["data"]["token"].as_str().unwrap())
@@ -267,7 +327,7 @@ async fn step7_and_step8_dry_run_then_run_twice() {
         .await
         .unwrap();
     assert_eq!(actions(&dry), [Outcome::WouldCreate, Outcome::WouldCreate]);
-    assert!(env.get("namespaces", None, "istio-system").is_none());
+    assert!(env.get("namespaces", None, "istio-system").await.is_none());
 
     let first = control_plane::ensure_vault_tls_configmap(&env.kube, &vault_ca, Mode::Apply)
         .await
@@ -275,18 +335,20 @@ async fn step7_and_step8_dry_run_then_run_twice() {
     assert_eq!(actions(&first), [Outcome::Created, Outcome::Created]);
     let cm = env
         .get("configmaps", Some("istio-system"), "vault-tls-cert")
+        .await
         .unwrap();
     assert_eq!(cm["data"]["cert"], vault_ca.as_str());
 
     // Now the namespace exists, so the Service's dry run reaches the API server.
-    env.writes();
+    env.writes().await;
     let dry = control_plane::ensure_istiod_service(&env.kube, "asm-183-2", Mode::DryRun)
         .await
         .unwrap();
     assert_eq!(actions(&dry), [Outcome::Unchanged, Outcome::WouldCreate]);
-    assert_eq!(env.writes().len(), 1);
+    assert_eq!(env.writes().await.len(), 1);
     assert!(
         env.get("services", Some("istio-system"), "istiod")
+            .await
             .is_none()
     );
 
@@ -294,14 +356,17 @@ async fn step7_and_step8_dry_run_then_run_twice() {
         .await
         .unwrap();
     assert_eq!(actions(&first), [Outcome::Unchanged, Outcome::Created]);
-    let svc = env.get("services", Some("istio-system"), "istiod").unwrap();
+    let svc = env
+        .get("services", Some("istio-system"), "istiod")
+        .await
+        .unwrap();
     assert_eq!(svc["metadata"]["labels"]["istio"], "pilot");
     assert_eq!(svc["spec"]["ports"][2]["targetPort"], 15017);
     assert_eq!(
         svc["spec"]["selector"],
         json!({"app": "istiod", "istio.io/rev": "asm-183-2"})
     );
-    env.writes();
+    env.writes().await;
 
     let again = control_plane::ensure_vault_tls_configmap(&env.kube, &vault_ca, Mode::Apply)
         .await
@@ -311,7 +376,7 @@ async fn step7_and_step8_dry_run_then_run_twice() {
         .await
         .unwrap();
     assert!(again.is_unchanged(), "{again}");
-    assert_eq!(env.writes(), Vec::<String>::new());
+    assert_eq!(env.writes().await, Vec::<String>::new());
 
     // A new Vault CA or revision is an update.
     let rotated =
@@ -328,16 +393,14 @@ async fn step7_and_step8_dry_run_then_run_twice() {
 #[tokio::test]
 async fn step10_reads_the_csr_and_writes_the_chain_twice() {
     let env = env().await;
-    let cluster = env.server.cluster();
-    env.create_namespace("istio-system");
+    env.create_namespace("istio-system").await;
     let err = ca_secrets::read_csr_secret(&env.kube).await.unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
-    cluster
-        .create(json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+    env.create(json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": "istio-ca-cert-csr", "namespace": "istio-system"},
             "data": {"kek-id": STANDARD.encode("kek-1"), "encrypted-dek": STANDARD.encode([7u8; 40]),
                      "csr-id": STANDARD.encode("csr-1"), "encrypted-csr": STANDARD.encode([8u8; 300])}}))
-        .unwrap();
+        .await;
     let csr = ca_secrets::read_csr_secret(&env.kube).await.unwrap();
     assert_eq!(
         (csr.kek_id.as_slice(), csr.encrypted_csr.len()),
@@ -358,6 +421,7 @@ async fn step10_reads_the_csr_and_writes_the_chain_twice() {
     );
     assert!(
         env.get("secrets", Some("istio-system"), "istio-ca-cert")
+            .await
             .is_none()
     );
     let first = ca_secrets::ensure_ca_cert_secret(&env.kube, &chain, Mode::Apply)
@@ -369,6 +433,7 @@ async fn step10_reads_the_csr_and_writes_the_chain_twice() {
     );
     let stored = env
         .get("secrets", Some("istio-system"), "istio-ca-cert")
+        .await
         .unwrap();
     assert_eq!(stored["type"], "Opaque");
     assert_eq!(
@@ -377,35 +442,64 @@ async fn step10_reads_the_csr_and_writes_the_chain_twice() {
             .unwrap(),
         chain.as_str().as_bytes()
     );
-    env.writes();
+    env.writes().await;
     let second = ca_secrets::ensure_ca_cert_secret(&env.kube, &chain, Mode::Apply)
         .await
         .unwrap();
     assert!(second.is_unchanged(), "{second}");
-    assert_eq!(env.writes(), Vec::<String>::new());
+    assert_eq!(env.writes().await, Vec::<String>::new());
 }
 
 #[tokio::test]
 async fn step12_labels_restarts_and_waits_then_changes_nothing() {
     let env = env().await;
-    let cluster = env.server.cluster();
-    cluster
-        .create(json!({"apiVersion": "v1", "kind": "Namespace",
-                       "metadata": {"name": "shop", "labels": {"istio-injection": "enabled"}}}))
+    env.create(json!({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": "shop", "labels": {"istio-injection": "enabled"}}}))
+        .await;
+    env.create(json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}}))
+        .await;
+    // The real controllers create the pods and kwok runs them.
+    let mut pods_before: Vec<String> = Vec::new();
+    for _ in 0..300 {
+        let pods = env.live_pods("shop").await;
+        if pods.len() == 2 && pods.iter().all(|p| p["status"]["phase"] == "Running") {
+            pods_before = pods
+                .iter()
+                .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+                .collect();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(pods_before.len(), 2, "the Deployment's pods did not run");
+
+    // No injector for the revision yet: waiting for it times out naming what is missing.
+    let err = injection::wait_for_injector(
+        &env.kube,
+        "asm-183-2",
+        WaitOptions {
+            timeout: Duration::from_secs(1),
+            interval: Duration::from_millis(100),
+        },
+        &mut |_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("sidecar injector of revision asm-183-2"),
+        "{err}"
+    );
+    // The revision's injector, which the real API server calls for every new pod.
+    let webhook = sandbox::cluster::InjectionWebhook::start("asm-183-2").unwrap();
+    webhook.register(&env.api).await.unwrap();
+    injection::wait_for_injector(&env.kube, "asm-183-2", quick_wait(), &mut |_| {})
+        .await
         .unwrap();
-    cluster
-        .create(json!({"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "web", "namespace": "shop"},
-            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
-                     "template": {"metadata": {"labels": {"app": "web"}},
-                                  "spec": {"containers": [{"name": "web", "image": "nginx"}]}}}}))
-        .unwrap();
-    let pods_before: Vec<String> = cluster
-        .list("pods", Some("shop"))
-        .iter()
-        .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(pods_before.len(), 2);
 
     let dry = injection::enable_injection(
         &env.kube,
@@ -419,7 +513,7 @@ async fn step12_labels_restarts_and_waits_then_changes_nothing() {
     .unwrap();
     assert_eq!(actions(&dry), [Outcome::WouldUpdate, Outcome::WouldUpdate]);
     assert_eq!(
-        env.get("namespaces", None, "shop").unwrap()["metadata"]["labels"]["istio-injection"],
+        env.get("namespaces", None, "shop").await.unwrap()["metadata"]["labels"]["istio-injection"],
         "enabled"
     );
 
@@ -437,17 +531,25 @@ async fn step12_labels_restarts_and_waits_then_changes_nothing() {
     .await
     .unwrap();
     assert_eq!(actions(&first), [Outcome::Updated, Outcome::Updated]);
-    let labels = &env.get("namespaces", None, "shop").unwrap()["metadata"]["labels"];
+    let labels = &env.get("namespaces", None, "shop").await.unwrap()["metadata"]["labels"];
     assert_eq!(labels["istio.io/rev"], "asm-183-2");
     assert!(labels.get("istio-injection").is_none(), "{labels}");
-    let pods = cluster.list("pods", Some("shop"));
+    // The rollout replaced every pod, and the API server had the webhook inject each new one.
+    let pods = env.live_pods("shop").await;
     assert_eq!(pods.len(), 2);
     for pod in &pods {
-        assert_eq!(pod["metadata"]["labels"]["istio.io/rev"], "asm-183-2");
         assert!(!pods_before.contains(&pod["metadata"]["name"].as_str().unwrap().to_owned()));
+        assert_eq!(pod["metadata"]["labels"]["istio.io/rev"], "asm-183-2");
+        let containers: Vec<&str> = pod["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(containers, ["web", "istio-proxy"], "{pod}");
     }
     assert!(progress.last().unwrap().is_done());
-    env.writes();
+    env.writes().await;
 
     let second = injection::enable_injection(
         &env.kube,
@@ -460,38 +562,34 @@ async fn step12_labels_restarts_and_waits_then_changes_nothing() {
     .await
     .unwrap();
     assert!(second.is_unchanged(), "{second}");
-    assert_eq!(env.writes(), Vec::<String>::new());
+    assert_eq!(env.writes().await, Vec::<String>::new());
 }
 
 #[tokio::test]
 async fn step12_warns_when_both_labels_are_present() {
     let env = env().await;
-    env.server
-        .cluster()
-        .create(json!({"apiVersion": "v1", "kind": "Namespace",
-                       "metadata": {"name": "both", "labels": {"istio-injection": "enabled", "istio.io/rev": "asm-183-2"}}}))
-        .unwrap();
+    env.create(json!({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": "both", "labels": {"istio-injection": "enabled", "istio.io/rev": "asm-183-2"}}}))
+        .await;
     let report = injection::ensure_revision_label(&env.kube, "both", "asm-183-2", Mode::Apply)
         .await
         .unwrap();
     assert_eq!(report.warnings.len(), 1);
     assert_eq!(actions(&report), [Outcome::Updated]);
-    let labels = &env.get("namespaces", None, "both").unwrap()["metadata"]["labels"];
+    let labels = &env.get("namespaces", None, "both").await.unwrap()["metadata"]["labels"];
     assert!(labels.get("istio-injection").is_none());
 }
 
 #[tokio::test]
 async fn step13_integrated_twice_and_manual_table() {
     let env = env().await;
-    let cluster = env.server.cluster();
-    env.create_namespace("istio-system");
-    cluster
-        .create(json!({"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system"},
-            "spec": {"type": "LoadBalancer", "selector": {"app": "istio-ingressgateway"},
-                     "ports": [{"name": "http2", "port": 80, "targetPort": 8080},
-                               {"name": "https", "port": 443, "targetPort": 8443}]}}))
-        .unwrap();
+    env.create_namespace("istio-system").await;
+    env.create(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "istio-ingressgateway", "namespace": "istio-system"},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "istio-ingressgateway"},
+                 "ports": [{"name": "http2", "port": 80, "targetPort": 8080},
+                           {"name": "https", "port": 443, "targetPort": 8443}]}}))
+        .await;
     let lb = IntegratedLb {
         annotations: vec![LbAnnotation::MetalLb],
         ..IntegratedLb::field("203.0.113.1".parse().unwrap())
@@ -502,6 +600,7 @@ async fn step13_integrated_twice_and_manual_table() {
     assert_eq!(actions(&dry), [Outcome::WouldUpdate]);
     let svc = env
         .get("services", Some("istio-system"), "istio-ingressgateway")
+        .await
         .unwrap();
     assert!(svc["spec"].get("loadBalancerIP").is_none());
 
@@ -511,6 +610,7 @@ async fn step13_integrated_twice_and_manual_table() {
     assert_eq!(actions(&first), [Outcome::Updated]);
     let svc = env
         .get("services", Some("istio-system"), "istio-ingressgateway")
+        .await
         .unwrap();
     assert_eq!(svc["spec"]["loadBalancerIP"], "203.0.113.1");
     assert_eq!(
@@ -522,12 +622,12 @@ async fn step13_integrated_twice_and_manual_table() {
         2,
         "the ports are left alone"
     );
-    env.writes();
+    env.writes().await;
     let second = ingress::ensure_load_balancer_ip(&env.kube, &lb, Mode::Apply)
         .await
         .unwrap();
     assert!(second.is_unchanged(), "{second}");
-    assert_eq!(env.writes(), Vec::<String>::new());
+    assert_eq!(env.writes().await, Vec::<String>::new());
 
     let table = ingress::node_port_table(
         &env.kube,
@@ -538,15 +638,36 @@ async fn step13_integrated_twice_and_manual_table() {
     .unwrap();
     let node_port = svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
     assert_eq!(table.ports[0].frontend, "203.0.113.1:80");
-    assert_eq!(table.ports[0].backends, [format!("192.0.2.10:{node_port}")]);
-    assert_eq!(env.writes(), Vec::<String>::new(), "manual mode only reads");
+    assert_eq!(
+        table.ports[0].backends,
+        [format!("{}:{node_port}", sandbox::cluster::node_address(0))]
+    );
+    assert_eq!(
+        env.writes().await,
+        Vec::<String>::new(),
+        "manual mode only reads"
+    );
 }
 
 #[tokio::test]
 async fn a_denied_verb_and_a_stopped_server_give_the_named_errors() {
     let mut env = env().await;
-    env.server.cluster().deny("patch", "configmaps");
-    let err = control_plane::ensure_vault_tls_configmap(&env.kube, &ca("vault-ca"), Mode::Apply)
+    // A real RBAC refusal: a user who may manage namespaces and read ConfigMaps, not patch them.
+    env.create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "configmap-reader"},
+        "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "create", "patch"]},
+                  {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}]}))
+        .await;
+    env.create(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "configmap-reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "configmap-reader"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "reader"}]}))
+        .await;
+    let path = env.cluster.kubeconfig_for("reader", "reader", &[]).unwrap();
+    let reader = KubeClient::from_kubeconfig(Kubeconfig::read_from(path).unwrap(), None)
+        .await
+        .unwrap();
+    let err = control_plane::ensure_vault_tls_configmap(&reader, &ca("vault-ca"), Mode::Apply)
         .await
         .unwrap_err();
     match &err {
@@ -565,9 +686,14 @@ async fn a_denied_verb_and_a_stopped_server_give_the_named_errors() {
         ),
         other => panic!("expected Forbidden, got {other}"),
     }
-    env.server.cluster().clear_denials();
+    assert!(
+        env.get("configmaps", Some("istio-system"), "vault-tls-cert")
+            .await
+            .is_none(),
+        "nothing was written"
+    );
 
-    env.server.stop();
+    env.cluster.stop();
     let kube = env.kube.clone().with_retry(RetryPolicy {
         attempts: 2,
         initial_backoff: Duration::from_millis(10),

@@ -13,6 +13,11 @@
 //! - the Kubernetes KMS v2 and v1beta1 operations ([`KubeKms`], served by [`HsmKubeKms`]);
 //! - hsm-key mode: CA key pairs generated and used inside the HSM ([`HsmKey`]).
 //!
+//! Existing keys are used only when their material never left the HSM (sensitive,
+//! non-extractable, never extractable) and they are of the type asked for
+//! ([`Error::WeakObject`] otherwise). Chains are verified by ca-signing's one verifier
+//! ([`ca_signing::verify_path`]), which holds the istiod CA to its profile.
+//!
 //! It does no networking; `kms-grpc` puts the ports on a socket. PKCS#11 calls block (a
 //! network HSM answers in milliseconds): the async ports run them on tokio's blocking pool,
 //! except the per-request operations of a token that answers in microseconds, which run on

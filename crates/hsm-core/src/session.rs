@@ -86,7 +86,7 @@ pub struct HsmToken {
     options: TokenOptions,
     idle: Mutex<Vec<Session>>,
     /// Held while sessions are opened or closed, so this token never closes a session number
-    /// the module has just handed out again (modules reuse the numbers of closed sessions).
+    /// the module has just handed out again (a module may reuse the numbers of closed sessions).
     reopen: Mutex<()>,
     handles: Mutex<HashMap<ObjectKey, ObjectHandle>>,
     pin_failure: Mutex<Option<RvError>>,

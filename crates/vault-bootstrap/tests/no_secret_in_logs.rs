@@ -36,13 +36,13 @@ async fn no_secret_reaches_the_logs_or_errors() {
     let report = vault_bootstrap::apply(&support::admin(&bao), &spec, Mode::Apply)
         .await
         .unwrap();
-    let config = agent_config(&setup, "istio-system", "istiod-service-account");
+    let config = agent_config(&setup, "istio-system", "istiod-service-account").await;
     let jwt = std::fs::read_to_string(&config.jwt_path).unwrap();
     let mut agent = Agent::new(config.clone(), agent_vault(&bao), Arc::default());
     agent.run_once().await.unwrap();
     // A refused login and a missing secret produce errors; they must not carry secrets either.
     let refused = {
-        let c = agent_config(&setup, "istio-system", "default");
+        let c = agent_config(&setup, "istio-system", "default").await;
         let mut a = Agent::new(c, agent_vault(&bao), Arc::default());
         a.run_once().await.unwrap_err()
     };

@@ -60,7 +60,7 @@ fn json_lines(stderr: &[u8]) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn json_logs_are_one_object_per_line_including_the_final_error() {
     let env = env(OpenBao::dev().await).await;
-    let jwt = env.jwt("istio-system", "istiod-service-account");
+    let jwt = env.jwt("istio-system", "istiod-service-account").await;
     let ok = env
         .run(&jwt)
         .args(["--once", "--log-format", "json"])
@@ -77,7 +77,7 @@ async fn json_logs_are_one_object_per_line_including_the_final_error() {
     assert!(!String::from_utf8_lossy(&ok.stderr).contains(&env.pin));
 
     // A refused login ends the process with an error, logged as JSON too.
-    let refused = env.jwt("istio-system", "default");
+    let refused = env.jwt("istio-system", "default").await;
     let out = env
         .run(&refused)
         .args(["--once", "--log-format", "json"])
@@ -94,7 +94,7 @@ async fn json_logs_are_one_object_per_line_including_the_final_error() {
     );
 
     // The default stays text.
-    let jwt = env.jwt("istio-system", "istiod-service-account");
+    let jwt = env.jwt("istio-system", "istiod-service-account").await;
     let text = env.run(&jwt).arg("--once").output().unwrap();
     let stderr = String::from_utf8_lossy(&text.stderr);
     assert!(stderr.contains("logged in to Vault"), "{stderr}");

@@ -1,4 +1,4 @@
-//! `vault-client run` against a real OpenBao whose Kubernetes auth asks the emulated API server.
+//! `vault-client run` against a real OpenBao whose Kubernetes auth asks a real API server.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -16,7 +16,7 @@ const LOGIN_PATH: &str = "auth/asm-c1/hsm/login";
 #[tokio::test]
 async fn run_once_writes_the_four_files_privately() {
     let env = env(OpenBao::dev().await).await;
-    let jwt = env.jwt("istio-system", "istiod-service-account");
+    let jwt = env.jwt("istio-system", "istiod-service-account").await;
     let out = env.run(&jwt).arg("--once").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -33,8 +33,8 @@ async fn run_once_writes_the_four_files_privately() {
     }
     assert!(!stderr.contains(&env.pin), "the PIN is in the log");
     assert!(!stderr.contains("CLIENT KEY PEM"), "the key is in the log");
-    // OpenBao asked the emulated API server, as the reviewer, whether the JWT is valid.
-    env.kube.assert_reviews(1);
+    // OpenBao asked the real API server, as the reviewer, whether the JWT is valid.
+    env.kube.assert_reviews(1).await;
 }
 
 #[tokio::test]
@@ -52,7 +52,7 @@ async fn run_once_for_another_service_account_or_namespace_exits_1_saying_why() 
             "namespace not authorized",
         ),
     ] {
-        let jwt = env.jwt(namespace, account);
+        let jwt = env.jwt(namespace, account).await;
         let out = env.run(&jwt).arg("--once").output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(
@@ -84,7 +84,7 @@ async fn run_once_against_a_sealed_server_exits_4() {
         .await
         .unwrap();
     assert!(sealed.status().is_success());
-    let jwt = env.jwt("istio-system", "istiod-service-account");
+    let jwt = env.jwt("istio-system", "istiod-service-account").await;
     let out = env.run(&jwt).arg("--once").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{stderr}");
@@ -99,7 +99,7 @@ async fn run_once_with_the_wrong_ca_file_names_it() {
     let wrong = env.dir.path().join("not-the-vault-ca.pem");
     let other = rcgen::generate_simple_self_signed(vec!["other".to_owned()]).unwrap();
     std::fs::write(&wrong, other.cert.pem()).unwrap();
-    let jwt = env.jwt("istio-system", "istiod-service-account");
+    let jwt = env.jwt("istio-system", "istiod-service-account").await;
     let out = env
         .run(&jwt)
         .arg("--once")
@@ -161,7 +161,7 @@ fn signal(child: &std::process::Child, name: &str) {
 #[tokio::test]
 async fn run_serves_readiness_and_metrics_and_on_sigterm_revokes_its_token_and_exits_0() {
     let env = env(OpenBao::dev().await).await;
-    let jwt = env.jwt("istio-system", "istiod-service-account");
+    let jwt = env.jwt("istio-system", "istiod-service-account").await;
     let ready_file = env.dir.path().join("ready");
     let ready_arg = ready_file.to_str().unwrap();
     let (mut child, base) = spawn_run(&env, &jwt, &["--ready-file", ready_arg]);
@@ -201,7 +201,7 @@ async fn run_serves_readiness_and_metrics_and_on_sigterm_revokes_its_token_and_e
 #[tokio::test]
 async fn on_sigint_run_revokes_its_token_and_exits_130() {
     let env = env(OpenBao::dev().await).await;
-    let jwt = env.jwt("istio-system", "istiod-service-account");
+    let jwt = env.jwt("istio-system", "istiod-service-account").await;
     let (mut child, base) = spawn_run(&env, &jwt, &[]);
     wait_ready(&reqwest::Client::new(), &base).await;
     assert_eq!(live_tokens(&env.bao, LOGIN_PATH).await, 1);

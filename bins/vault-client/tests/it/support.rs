@@ -1,5 +1,5 @@
 //! Shared fixtures: the `vault-client` command with a clean environment, and OpenBao with
-//! step 5 applied against the emulated Kubernetes API server.
+//! step 5 applied against the real Kubernetes control plane.
 
 use std::path::{Path, PathBuf};
 
@@ -64,9 +64,9 @@ pub(crate) struct Env {
     pub(crate) pin: String,
 }
 
-/// OpenBao with step 5 applied, the Kubernetes auth pointing at the emulated API server.
+/// OpenBao with step 5 applied, the Kubernetes auth pointing at the real API server.
 pub(crate) async fn env(bao: OpenBao) -> Env {
-    let kube = Kubernetes::start();
+    let kube = Kubernetes::start().await;
     let dir = tempfile::tempdir().unwrap();
     let pin = sandbox::random_string(12);
     let mut fields = SecretFields::new();
@@ -101,9 +101,9 @@ pub(crate) async fn env(bao: OpenBao) -> Env {
 }
 
 impl Env {
-    pub(crate) fn jwt(&self, namespace: &str, account: &str) -> PathBuf {
+    pub(crate) async fn jwt(&self, namespace: &str, account: &str) -> PathBuf {
         let path = self.dir.path().join("token");
-        let token = self.kube.issue(namespace, account);
+        let token = self.kube.issue(namespace, account).await;
         sandbox::write_secret_file(&path, token.expose_secret().as_bytes()).unwrap();
         path
     }

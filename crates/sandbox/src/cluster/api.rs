@@ -300,6 +300,60 @@ impl ClusterApi {
             })
     }
 
+    /// Creates namespace `namespace` and ServiceAccount `namespace/name` where missing.
+    pub async fn ensure_service_account(&self, namespace: &str, name: &str) -> Result<()> {
+        self.create(
+            "creating a namespace",
+            "/api/v1/namespaces",
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}),
+        )
+        .await?;
+        self.create(
+            "creating a ServiceAccount",
+            &format!("/api/v1/namespaces/{namespace}/serviceaccounts"),
+            &json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                    "metadata": {"name": name, "namespace": namespace}}),
+        )
+        .await
+    }
+
+    /// A bound token of ServiceAccount `namespace/name` from the TokenRequest API, for
+    /// `audiences` (the API server's own when empty), valid `seconds` (at least 600).
+    pub async fn create_token(
+        &self,
+        namespace: &str,
+        name: &str,
+        audiences: &[&str],
+        seconds: u32,
+    ) -> Result<secrecy::SecretString> {
+        let mut spec = json!({ "expirationSeconds": seconds });
+        if !audiences.is_empty() {
+            spec["audiences"] = json!(audiences);
+        }
+        let body = json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": spec,
+        });
+        let request = Request::post(format!(
+            "/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
+        ))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(&body).unwrap_or_default())
+        .map_err(|e| Error::ClusterApi {
+            operation: "requesting a token",
+            detail: e.to_string(),
+        })?;
+        let answer = self.send("requesting a token", request).await?;
+        answer["status"]["token"]
+            .as_str()
+            .map(|t| secrecy::SecretString::from(t.to_owned()))
+            .ok_or_else(|| Error::ClusterApi {
+                operation: "requesting a token",
+                detail: "the answer holds no status.token".to_owned(),
+            })
+    }
+
     /// Reads namespace `name` (which need not exist): a request that only marks a point in the
     /// audit log.
     pub(crate) async fn probe_namespace(&self, name: &str) -> Result<()> {

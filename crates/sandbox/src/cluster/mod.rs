@@ -345,6 +345,12 @@ impl LocalCluster {
         self.layout.kubeconfig_for(file, user, groups)
     }
 
+    /// The PEM public key that verifies this cluster's service-account tokens.
+    pub fn service_account_public_key_pem(&self) -> Result<String> {
+        let path = &self.layout.pki.service_account_public_key;
+        std::fs::read_to_string(path).map_err(Error::io("reading the service-account key", path))
+    }
+
     /// Every request the API server has answered so far, from its audit log.
     pub async fn audit_events(&self) -> Result<Vec<AuditEvent>> {
         audit::events(&self.api().await?, &self.layout.audit_log()).await

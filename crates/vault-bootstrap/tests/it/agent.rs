@@ -1,5 +1,5 @@
 //! The vault-client agent against a real OpenBao whose Kubernetes auth calls the TokenReview
-//! API of the sandbox's emulated Kubernetes API server, which also issues the JWTs.
+//! API of a real Kubernetes API server (`sandbox::LocalCluster`), which also issues the JWTs.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use crate::support::{Kubernetes, agent_config, agent_vault, assert_files, bootst
 async fn istiod_logs_in_through_tokenreview_and_gets_its_four_files() {
     let bao = OpenBao::dev().await;
     let setup = bootstrap(&bao).await;
-    let config = agent_config(&setup, "istio-system", "istiod-service-account");
+    let config = agent_config(&setup, "istio-system", "istiod-service-account").await;
     let metrics = Arc::new(Metrics::default());
     let mut agent = Agent::new(config.clone(), agent_vault(&bao), Arc::clone(&metrics));
 
@@ -21,7 +21,7 @@ async fn istiod_logs_in_through_tokenreview_and_gets_its_four_files() {
     assert_eq!(report.written.len(), 4);
     assert_files(&config.files.dir, &setup.creds);
     // OpenBao asked the API server, as the reviewer, whether the JWT is valid.
-    setup.kube.assert_reviews(1);
+    setup.kube.assert_reviews(1).await;
     assert!(config.ready_file.as_ref().unwrap().is_file());
     let snap = metrics.snapshot();
     assert_eq!((snap.logins, snap.fetches, snap.file_writes), (1, 1, 4));
@@ -47,7 +47,7 @@ async fn another_service_account_or_namespace_is_refused_clearly() {
             "namespace not authorized",
         ),
     ] {
-        let config = agent_config(&setup, namespace, account);
+        let config = agent_config(&setup, namespace, account).await;
         let metrics = Arc::new(Metrics::default());
         let mut agent = Agent::new(config.clone(), agent_vault(&bao), Arc::clone(&metrics));
         let err = agent.run_once().await.unwrap_err();
@@ -71,9 +71,11 @@ async fn a_token_signed_by_another_key_is_refused() {
     let bao = OpenBao::dev().await;
     let setup = bootstrap(&bao).await;
     // Same names, issued by another cluster.
-    let stranger = Kubernetes::start();
-    let config = agent_config(&setup, "istio-system", "istiod-service-account");
-    let foreign = stranger.issue("istio-system", "istiod-service-account");
+    let stranger = Kubernetes::start().await;
+    let config = agent_config(&setup, "istio-system", "istiod-service-account").await;
+    let foreign = stranger
+        .issue("istio-system", "istiod-service-account")
+        .await;
     sandbox::write_secret_file(&config.jwt_path, foreign.expose_secret().as_bytes()).unwrap();
     let mut agent = Agent::new(config, agent_vault(&bao), Arc::default());
     let err = agent.run_once().await.unwrap_err();

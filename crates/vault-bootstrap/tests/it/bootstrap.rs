@@ -20,16 +20,16 @@ fn assert_all_changed(report: &vault_bootstrap::Report) {
     }
 }
 
-/// The guide's inputs against an emulated cluster that OpenBao asks for token reviews: the
+/// The guide's inputs against a real cluster that OpenBao asks for token reviews: the
 /// cluster and the credential files' directory (both kept alive by the caller), the credentials
 /// and the spec.
-fn inputs() -> (
+async fn inputs() -> (
     Kubernetes,
     tempfile::TempDir,
     support::Credentials,
     vault_bootstrap::BootstrapSpec,
 ) {
-    let kube = Kubernetes::start();
+    let kube = Kubernetes::start().await;
     let dir = tempfile::tempdir().unwrap();
     let creds = support::write_credentials(dir.path());
     let spec = support::spec(kube.endpoint(), vec![], &creds);
@@ -39,7 +39,7 @@ fn inputs() -> (
 #[tokio::test]
 async fn apply_creates_everything_and_a_second_apply_changes_nothing() {
     let bao = OpenBao::dev().await;
-    let (kube, _dir, creds, spec) = inputs();
+    let (kube, _dir, creds, spec) = inputs().await;
     let vault = support::admin(&bao);
 
     let first = vault_bootstrap::apply(&vault, &spec, Mode::Apply)
@@ -98,7 +98,7 @@ async fn apply_creates_everything_and_a_second_apply_changes_nothing() {
 #[tokio::test]
 async fn apply_over_tls_with_kv_v2_is_idempotent() {
     let bao = OpenBao::builder().tls(true).start().await.unwrap();
-    let (_kube, _dir, creds, spec) = inputs();
+    let (_kube, _dir, creds, spec) = inputs().await;
     let spec = spec.with_kv_version(KvVersion::V2);
     // The CA is given as a file, as VAULT_CACERT would name it.
     let conn = Connection::new(bao.addr().clone())
@@ -126,7 +126,7 @@ async fn apply_over_tls_with_kv_v2_is_idempotent() {
 #[tokio::test]
 async fn dry_run_reports_and_changes_nothing() {
     let bao = OpenBao::dev().await;
-    let (_kube, _dir, _, spec) = inputs();
+    let (_kube, _dir, _, spec) = inputs().await;
     let vault = support::admin(&bao);
 
     let plan = vault_bootstrap::plan(&vault, &spec).await.unwrap();
@@ -151,7 +151,7 @@ async fn dry_run_reports_and_changes_nothing() {
 #[tokio::test]
 async fn changing_one_input_updates_only_that_object() {
     let bao = OpenBao::dev().await;
-    let (_kube, _dir, creds, mut spec) = inputs();
+    let (_kube, _dir, creds, mut spec) = inputs().await;
     let vault = support::admin(&bao);
     vault_bootstrap::apply(&vault, &spec, Mode::Apply)
         .await
@@ -210,7 +210,7 @@ async fn changing_one_input_updates_only_that_object() {
 #[tokio::test]
 async fn the_policy_grants_read_on_the_secret_and_nothing_else() {
     let bao = OpenBao::dev().await;
-    let (_kube, _dir, creds, spec) = inputs();
+    let (_kube, _dir, creds, spec) = inputs().await;
     let admin = support::admin(&bao);
     vault_bootstrap::apply(&admin, &spec, Mode::Apply)
         .await
@@ -299,7 +299,7 @@ async fn an_apply_interrupted_by_a_restart_converges_when_run_again() {
         .start()
         .await
         .unwrap();
-    let (_kube, _dir, creds, spec) = inputs();
+    let (_kube, _dir, creds, spec) = inputs().await;
     let vault = HttpVault::new(
         bao.connection()
             .unwrap()
@@ -346,7 +346,7 @@ async fn apply_inside_a_namespace_stays_in_that_namespace() {
     let created =
         support::root_request(&bao, reqwest::Method::POST, "sys/namespaces/mesh", None).await;
     assert!(created.status().is_success(), "{}", created.status());
-    let (_kube, _dir, _, spec) = inputs();
+    let (_kube, _dir, _, spec) = inputs().await;
     let conn = bao
         .connection()
         .unwrap()

@@ -55,7 +55,7 @@ impl Running {
 async fn istiod(bao: &OpenBao, role: serde_json::Value) -> (Setup, AgentConfig) {
     let setup = bootstrap(bao).await;
     set_role_tokens(bao, "asm-c1/hsm", "istiod", role).await;
-    let config = agent_config(&setup, "istio-system", "istiod-service-account");
+    let config = agent_config(&setup, "istio-system", "istiod-service-account").await;
     (setup, config)
 }
 
@@ -172,7 +172,7 @@ async fn across_a_restart_with_persistent_storage_the_agent_keeps_its_token_and_
     let snap = agent.stop().await.snapshot();
     // The token outlived the restart (raft storage), so no new login was needed...
     assert_eq!(snap.logins, 1, "{snap:?}");
-    setup.kube.assert_reviews(1);
+    setup.kube.assert_reviews(1).await;
     assert!(snap.ready);
     // ...and it was revoked when the agent stopped.
     assert_eq!(live_tokens(&bao, LOGIN_PATH).await, 0);

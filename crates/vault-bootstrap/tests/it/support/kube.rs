@@ -1,14 +1,14 @@
-//! The sandbox's emulated Kubernetes API server, set up as the guide's step 4 leaves a cluster
-//! for OpenBao's Kubernetes auth: namespace `vault`, the `role-tokenreview-binding` of
+//! A real Kubernetes control plane (`sandbox::LocalCluster`), set up as the guide's step 4 leaves
+//! a cluster for OpenBao's Kubernetes auth: namespace `vault`, the `role-tokenreview-binding` of
 //! `system:auth-delegator` to `vault/default`, and a TokenRequest JWT of that account as the
-//! reviewer JWT. OpenBao calls the emulator's TokenReview over HTTPS, trusting its CA.
+//! reviewer JWT. OpenBao calls the real API server's TokenReview over HTTPS, trusting its CA;
+//! the API server's audit log shows each review.
 //!
 //! Also compiled into `vault-client`'s tests (`#[path]`), so it uses only `sandbox`,
 //! `secrecy` and `serde_json`.
 
-use std::time::Duration;
-
-use sandbox::kube::{ApiServer, RecordedRequest};
+use sandbox::LocalCluster;
+use sandbox::cluster::{AuditEvent, ClusterApi};
 use secrecy::SecretString;
 use serde_json::json;
 
@@ -18,8 +18,8 @@ pub(crate) const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenrevi
 /// Who OpenBao reviews tokens as.
 pub(crate) const REVIEWER: &str = "system:serviceaccount:vault:default";
 
-/// Lifetime of issued tokens (TokenRequest's minimum is 10 minutes).
-const TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+/// Lifetime of issued tokens, in seconds.
+const TOKEN_LIFETIME: u32 = 3600;
 
 /// Where OpenBao reaches the TokenReview API and how it authenticates.
 #[derive(Clone, Debug)]
@@ -32,45 +32,53 @@ pub(crate) struct TokenReviewEndpoint {
     pub(crate) reviewer_jwt: SecretString,
 }
 
-/// An emulated cluster ready for OpenBao's Kubernetes auth; stops serving on drop.
+/// A cluster ready for OpenBao's Kubernetes auth; stopped on drop.
 pub(crate) struct Kubernetes {
-    server: ApiServer,
+    cluster: LocalCluster,
+    api: ClusterApi,
     endpoint: TokenReviewEndpoint,
 }
 
 impl Kubernetes {
-    /// Starts the API server (on a thread of its own) with the reviewer's RBAC in place and
+    /// Starts the control plane with the reviewer's RBAC in place and
     /// `istio-system/istiod-service-account` created.
-    pub(crate) fn start() -> Self {
-        let server = ApiServer::start().unwrap();
-        let cluster = server.cluster();
-        cluster
-            .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "vault"}}))
+    pub(crate) async fn start() -> Self {
+        sandbox::init_crypto();
+        let cluster = LocalCluster::builder().start().await.unwrap();
+        let api = cluster.api().await.unwrap();
+        api.ensure_service_account("vault", "default")
+            .await
             .unwrap();
-        cluster
-            .create(json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": "role-tokenreview-binding"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": "system:auth-delegator",
-                },
-                "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "vault"}],
-            }))
-            .unwrap();
-        let reviewer_jwt = cluster
+        api.create_object(&json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "role-tokenreview-binding"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "system:auth-delegator",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "vault"}],
+        }))
+        .await
+        .unwrap();
+        let reviewer_jwt = api
             .create_token("vault", "default", &[], TOKEN_LIFETIME)
+            .await
             .unwrap();
         let endpoint = TokenReviewEndpoint {
-            url: server.url().to_owned(),
-            ca_pem: server.ca_pem().to_owned(),
+            url: cluster.server().to_owned(),
+            ca_pem: cluster.ca_pem().to_owned(),
             reviewer_jwt,
         };
-        let kube = Self { server, endpoint };
-        kube.ensure_service_account("istio-system", "istiod-service-account");
-        kube
+        api.ensure_service_account("istio-system", "istiod-service-account")
+            .await
+            .unwrap();
+        Self {
+            cluster,
+            api,
+            endpoint,
+        }
     }
 
     /// URL, CA and reviewer JWT.
@@ -80,58 +88,41 @@ impl Kubernetes {
 
     /// The PEM public key that verifies the cluster's service-account tokens (for `pem_keys`).
     pub(crate) fn public_key_pem(&self) -> String {
-        self.server.cluster().service_account_public_key_pem()
+        self.cluster.service_account_public_key_pem().unwrap()
     }
 
     /// A TokenRequest JWT for `namespace/name` with the API server's audience; the namespace
     /// and the service account are created first when missing.
-    pub(crate) fn issue(&self, namespace: &str, name: &str) -> SecretString {
-        self.ensure_service_account(namespace, name);
-        self.server
-            .cluster()
+    pub(crate) async fn issue(&self, namespace: &str, name: &str) -> SecretString {
+        self.api
+            .ensure_service_account(namespace, name)
+            .await
+            .unwrap();
+        self.api
             .create_token(namespace, name, &[], TOKEN_LIFETIME)
+            .await
             .unwrap()
     }
 
     /// Every TokenReview the API server answered, oldest first.
-    pub(crate) fn token_reviews(&self) -> Vec<RecordedRequest> {
-        self.server
-            .cluster()
-            .requests()
+    pub(crate) async fn token_reviews(&self) -> Vec<AuditEvent> {
+        self.cluster
+            .audit_events()
+            .await
+            .unwrap()
             .into_iter()
-            .filter(|r| r.method == "POST" && r.path == TOKEN_REVIEWS)
+            .filter(|e| e.verb == "create" && e.uri == TOKEN_REVIEWS)
             .collect()
     }
 
     /// Asserts that OpenBao reviewed tokens exactly `count` times, as `vault/default`, and
     /// that the API server allowed each review.
-    pub(crate) fn assert_reviews(&self, count: usize) {
-        let reviews = self.token_reviews();
+    pub(crate) async fn assert_reviews(&self, count: usize) {
+        let reviews = self.token_reviews().await;
         assert_eq!(reviews.len(), count, "TokenReview calls: {reviews:?}");
         for r in &reviews {
             assert_eq!(r.user, REVIEWER, "{r:?}");
-            assert_eq!(r.status, 201, "{r:?}");
-        }
-    }
-
-    fn ensure_service_account(&self, namespace: &str, name: &str) {
-        let cluster = self.server.cluster();
-        if cluster.get("namespaces", None, namespace).is_none() {
-            cluster
-                .create(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}))
-                .unwrap();
-        }
-        if cluster
-            .get("serviceaccounts", Some(namespace), name)
-            .is_none()
-        {
-            cluster
-                .create(json!({
-                    "apiVersion": "v1",
-                    "kind": "ServiceAccount",
-                    "metadata": {"name": name, "namespace": namespace},
-                }))
-                .unwrap();
+            assert_eq!(r.code, 201, "{r:?}");
         }
     }
 }

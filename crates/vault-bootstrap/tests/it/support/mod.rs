@@ -150,10 +150,10 @@ pub(crate) struct Setup {
     pub(crate) dir: tempfile::TempDir,
 }
 
-/// Applies step 5 to `bao` against an emulated cluster, with OpenBao verifying JWT signatures
+/// Applies step 5 to `bao` against a real cluster, with OpenBao verifying JWT signatures
 /// against the cluster's service-account key and asking its API server for a TokenReview.
 pub(crate) async fn bootstrap(bao: &OpenBao) -> Setup {
-    let kube = Kubernetes::start();
+    let kube = Kubernetes::start().await;
     let dir = tempfile::tempdir().unwrap();
     let creds = write_credentials(dir.path());
     let spec = spec(kube.endpoint(), vec![kube.public_key_pem()], &creds);
@@ -168,9 +168,9 @@ pub(crate) async fn bootstrap(bao: &OpenBao) -> Setup {
     }
 }
 
-pub(crate) fn agent_config(setup: &Setup, namespace: &str, account: &str) -> AgentConfig {
+pub(crate) async fn agent_config(setup: &Setup, namespace: &str, account: &str) -> AgentConfig {
     let jwt = setup.dir.path().join(format!("{namespace}-{account}.jwt"));
-    let token = setup.kube.issue(namespace, account);
+    let token = setup.kube.issue(namespace, account).await;
     sandbox::write_secret_file(&jwt, token.expose_secret().as_bytes()).unwrap();
     AgentConfig {
         auth_path: setup.spec.login_path(),

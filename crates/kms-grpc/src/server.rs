@@ -225,7 +225,7 @@ impl Shared {
         }
         if !self.config.profile.allows(rpc) {
             return Err(call.fail(Status::permission_denied(format!(
-                "{rpc} is not allowed by the {} policy profile; run it against a server with --profile admin",
+                "{rpc} is not allowed by the {} policy profile; run it against a server with --profile admin (hsm-plugin's default outside a Kubernetes pod)",
                 self.config.profile
             ))));
         }

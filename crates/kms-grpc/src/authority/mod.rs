@@ -29,10 +29,20 @@ pub use self::frames::{MAX_FRAME_SIZE, MAX_HEADER_BLOCK};
 
 /// A server-side connection whose client header blocks reach h2 with an acceptable
 /// `:authority`. Writes pass through untouched.
-#[derive(Debug)]
 pub struct NormalizeAuthority<IO> {
     io: IO,
     reader: frames::Reader,
+    /// Read buffer, allocated once per connection.
+    scratch: Box<[u8]>,
+}
+
+impl<IO: std::fmt::Debug> std::fmt::Debug for NormalizeAuthority<IO> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NormalizeAuthority")
+            .field("io", &self.io)
+            .field("rewrites", &self.rewrites())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<IO> NormalizeAuthority<IO> {
@@ -41,6 +51,7 @@ impl<IO> NormalizeAuthority<IO> {
         Self {
             io,
             reader: frames::Reader::default(),
+            scratch: vec![0; 16 * 1024].into_boxed_slice(),
         }
     }
 
@@ -71,8 +82,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for NormalizeAuthority<IO> {
                 continue;
             }
             // Nothing to hand out: read more from the client.
-            let mut chunk = [0u8; 16 * 1024];
-            let mut raw = ReadBuf::new(&mut chunk);
+            let mut raw = ReadBuf::new(&mut this.scratch);
             match Pin::new(&mut this.io).poll_read(cx, &mut raw) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),

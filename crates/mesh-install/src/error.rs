@@ -156,6 +156,7 @@ impl Error {
                 hsm_core::Error::PinFileShared { .. }
                     | hsm_core::Error::PinEnvMissing { .. }
                     | hsm_core::Error::PinInvalid { .. }
+                    | hsm_core::Error::WeakObject(_)
             ),
             Self::Kube { .. }
             | Self::Install { .. }

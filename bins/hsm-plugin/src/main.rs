@@ -40,8 +40,8 @@ enum Command {
         /// PKCS#11 module.
         #[arg(long, env = "P11_LIB", default_value = hsm_core::DEFAULT_SOFTHSM_MODULE)]
         p11_lib: PathBuf,
-        /// Token (slot) label; all tokens when absent.
-        #[arg(long, env = "P11_TOKEN")]
+        /// Token (slot) label; all tokens when absent (`--p11-label` is the Thales spelling).
+        #[arg(long, env = "P11_TOKEN", visible_alias = "p11-label")]
         p11_token: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Text)]

@@ -35,6 +35,17 @@ impl Log {
         self.0.lock().unwrap().clone()
     }
 
+    /// Instants (ms) and tokens of the revocations.
+    fn revocations(&self) -> Vec<(u64, String)> {
+        self.calls()
+            .into_iter()
+            .filter_map(|(at, c)| match c {
+                Call::Revoke { token } => Some((at, token)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Instants (ms) of the logins.
     fn logins(&self) -> Vec<u64> {
         self.calls()
@@ -143,10 +154,10 @@ async fn a_capped_renewal_is_the_last_and_a_login_follows_before_the_max_ttl() {
     );
     // The capped lease ends at 81 s; a third of it (7 s) is kept as margin for a failing login.
     assert_eq!(log.logins(), [0, 74_000], "{calls:?}");
-    // Stopping revokes the token in hand, and only that one.
+    // The replaced token is revoked at once, and the token in hand when the agent stops.
     assert_eq!(
-        calls.last(),
-        Some(&(100_000, Call::Revoke { token: token(2) })),
+        log.revocations(),
+        [(74_000, token(1)), (100_000, token(2))],
         "{calls:?}"
     );
 }
@@ -202,6 +213,7 @@ async fn a_failing_renewal_leads_to_logins_with_bounded_backoff_while_the_files_
     assert_eq!(snap.fetch_failures, 0, "{snap:?}");
     assert!(fx.config.files.dir.join("pin").is_file());
     assert!(fx.dir.path().join("ready").is_file());
+    assert_eq!(log.revocations()[0], (843_000, token(1)));
 }
 
 #[tokio::test(start_paused = true)]
@@ -236,8 +248,14 @@ async fn a_non_renewable_token_is_never_renewed_and_replaced_before_each_expiry(
     // attempts are retried after 1 s, then 2 s.
     assert_eq!(log.logins(), [0, 60_000, 61_000, 63_000, 123_000, 183_000]);
     assert_eq!(metrics.snapshot().fetch_failures, 0);
+    // Each replaced token is revoked, the last one when the agent stops.
     assert_eq!(
-        log.calls().last(),
-        Some(&(200_000, Call::Revoke { token: token(6) }))
+        log.revocations(),
+        [
+            (63_000, token(1)),
+            (123_000, token(4)),
+            (183_000, token(5)),
+            (200_000, token(6))
+        ]
     );
 }

@@ -6,8 +6,8 @@
 //! lease again. A renewal that comes back shorter was capped by the max TTL, and a
 //! non-renewable token cannot be renewed: then the agent logs in again after two thirds of
 //! what is left, before the token dies. Failed renewals and logins are retried with bounded
-//! exponential backoff while the token in hand keeps serving reads; the token is revoked
-//! (`auth/token/revoke-self`) when the agent stops.
+//! exponential backoff while the token in hand keeps serving reads. A token replaced before it
+//! expired, and the token in hand when the agent stops, are revoked (`auth/token/revoke-self`).
 //!
 //! Readiness means "the credential files are in place and match Vault": see [`Metrics::is_ready`],
 //! the optional ready file, and [`serve_status`]'s `/readyz`.
@@ -120,7 +120,14 @@ impl Agent {
                 );
                 self.metrics.count_login(true);
                 self.token_backoff.reset();
-                self.session = Some(Session::from_login(login, Instant::now()));
+                let replaced = self
+                    .session
+                    .replace(Session::from_login(login, Instant::now()));
+                // A token replaced before it expired (capped, non-renewable, failed renewal)
+                // is of no further use: revoke it rather than leave it alive for its last third.
+                if let Some(old) = replaced {
+                    self.revoke_session(old, false).await;
+                }
                 Ok(())
             }
             Err(err) => {
@@ -213,21 +220,37 @@ impl Agent {
     /// agent, waiting at most [`REVOKE_TIMEOUT`]. Failures are logged, not returned: the token
     /// then simply expires with its lease.
     pub async fn revoke(&mut self) {
-        let Some(session) = self.session.take() else {
-            return;
-        };
+        if let Some(session) = self.session.take() {
+            self.revoke_session(session, true).await;
+        }
+    }
+
+    /// Revokes `session`'s token unless it has expired, within [`REVOKE_TIMEOUT`]. Failures are
+    /// logged at WARN when `last` (shutdown), else at DEBUG: a replaced batch token cannot be
+    /// revoked and simply expires.
+    async fn revoke_session(&self, session: Session, last: bool) {
         if session.expired(Instant::now()) {
             return;
         }
-        match tokio::time::timeout(REVOKE_TIMEOUT, self.vault.revoke_self(session.token())).await {
-            Ok(Ok(())) => tracing::info!("Vault token revoked"),
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, "revoking the Vault token failed; it expires with its lease");
-            }
-            Err(_) => tracing::warn!(
-                timeout_s = REVOKE_TIMEOUT.as_secs(),
-                "revoking the Vault token timed out; it expires with its lease"
-            ),
+        let failure =
+            match tokio::time::timeout(REVOKE_TIMEOUT, self.vault.revoke_self(session.token()))
+                .await
+            {
+                Ok(Ok(())) => {
+                    if last {
+                        tracing::info!("Vault token revoked");
+                    } else {
+                        tracing::debug!("replaced Vault token revoked");
+                    }
+                    return;
+                }
+                Ok(Err(err)) => err.to_string(),
+                Err(_) => format!("no answer within {} s", REVOKE_TIMEOUT.as_secs()),
+            };
+        if last {
+            tracing::warn!(error = %failure, "revoking the Vault token failed; it expires with its lease");
+        } else {
+            tracing::debug!(error = %failure, "revoking the replaced Vault token failed; it expires with its lease");
         }
     }
 

@@ -80,6 +80,15 @@ async fn a_renewal_capped_by_the_max_ttl_is_the_last_and_a_login_follows_well_be
         "logged in again only {before_expiry:?} before the max TTL"
     );
     assert_eq!(snap.fetch_failures, 0, "{snap:?}");
+    // The replaced token was revoked rather than left alive for its last seconds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while live_tokens(&bao, LOGIN_PATH).await != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the replaced token is still alive"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     agent.stop().await;
 }
 

@@ -14,8 +14,9 @@ use crate::{Error, Mode, Result, Verb};
 
 /// The [`Kube`] port implemented with a `kube::Client`.
 ///
-/// Writes are server-side apply with field manager `meshca` and `force=true`; dry runs add
-/// `dryRun=All`. Transient failures are retried per [`RetryPolicy`].
+/// Writes are server-side apply with field manager `meshca`, without `force`: a field another
+/// manager owns with a different value is a [`Error::Conflict`] naming it, never taken over
+/// silently. Dry runs add `dryRun=All`. Transient failures are retried per [`RetryPolicy`].
 #[derive(Clone)]
 pub struct KubeClient {
     client: kube::Client,
@@ -130,6 +131,18 @@ fn map_error(verb: Verb, target: &Target<'_>, err: kube::Error) -> Error {
                 namespace,
                 message: status.message,
             },
+            409 if verb == Verb::Apply => Error::Conflict {
+                object: match &namespace {
+                    Some(ns) => format!("{resource} in namespace {ns}"),
+                    None => resource,
+                },
+                detail: format!(
+                    "{}; another field manager set these fields to other values. Set them back, \
+                     or hand them to meshca with `kubectl apply --server-side \
+                     --force-conflicts --field-manager={FIELD_MANAGER}`",
+                    status.message
+                ),
+            },
             code => Error::Api {
                 verb,
                 resource,
@@ -216,7 +229,7 @@ impl Kube for KubeClient {
     #[tracing::instrument(skip_all, fields(k8s.object = %object, k8s.dry_run = mode.is_dry_run()))]
     async fn apply(&self, object: &ObjectRef, manifest: &Value, mode: Mode) -> Result<Value> {
         let target = Target::object(object);
-        let mut params = PatchParams::apply(FIELD_MANAGER).force();
+        let mut params = PatchParams::apply(FIELD_MANAGER);
         if mode.is_dry_run() {
             params = params.dry_run();
         }

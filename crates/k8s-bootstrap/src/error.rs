@@ -71,7 +71,7 @@ pub enum Error {
 
     /// 403: RBAC denied the request.
     #[error(
-        "forbidden (403) to {verb} {resource}{}: grant the operator's account this permission (the guide binds cluster-admin); server said: {message}",
+        "forbidden (403) to {verb} {resource}{}: grant the operator's account this permission (docs/rbac/meshca-operator.yaml lists what meshca needs); server said: {message}",
         in_namespace(namespace.as_deref())
     )]
     Forbidden {

@@ -710,3 +710,64 @@ async fn a_denied_verb_and_a_stopped_server_give_the_named_errors() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn fields_of_another_manager_are_a_named_conflict_never_taken_over() {
+    let env = env().await;
+    env.create_namespace("istio-system").await;
+    // Someone else (kubectl, with their own field manager) owns the ConfigMap's cert.
+    let theirs = ca("their-vault-ca");
+    let manifest = env.cluster.dir().join("theirs.json");
+    std::fs::write(
+        &manifest,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "vault-tls-cert", "namespace": "istio-system"},
+               "data": {"cert": theirs.as_str()}})
+        .to_string(),
+    )
+    .unwrap();
+    let out = env
+        .cluster
+        .kubectl()
+        .args([
+            "apply",
+            "--server-side",
+            "--field-manager=someone-else",
+            "-f",
+        ])
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let err = control_plane::ensure_vault_tls_configmap(&env.kube, &ca("vault-ca"), Mode::Apply)
+        .await
+        .unwrap_err();
+    match &err {
+        Error::Conflict { object, detail } => {
+            assert_eq!(
+                object,
+                "configmaps/vault-tls-cert in namespace istio-system"
+            );
+            assert!(detail.contains("someone-else"), "{detail}");
+            assert!(detail.contains(".data.cert"), "{detail}");
+            assert!(detail.contains("--force-conflicts"), "{detail}");
+        }
+        other => panic!("expected a conflict, got {other}"),
+    }
+    let cm = env
+        .get("configmaps", Some("istio-system"), "vault-tls-cert")
+        .await
+        .unwrap();
+    assert_eq!(cm["data"]["cert"], theirs.as_str(), "their value is kept");
+
+    // The same value is shared ownership, not a conflict.
+    let same = control_plane::ensure_vault_tls_configmap(&env.kube, &theirs, Mode::Apply)
+        .await
+        .unwrap();
+    assert!(same.is_unchanged(), "{same}");
+}

@@ -93,7 +93,7 @@ fn vault_cm() -> ObjectRef {
 }
 
 #[tokio::test]
-async fn apply_is_server_side_apply_with_the_meshca_field_manager_and_force() {
+async fn apply_is_server_side_apply_with_the_meshca_field_manager_never_forced() {
     let (kube, handle) = client(RetryPolicy::none());
     let mut manifest = vault_cm().manifest_skeleton();
     manifest["data"] = json!({"cert": "pem"});
@@ -115,7 +115,8 @@ async fn apply_is_server_side_apply_with_the_meshca_field_manager_and_force() {
         req.query.get("fieldManager").map(String::as_str),
         Some("meshca")
     );
-    assert_eq!(req.query.get("force").map(String::as_str), Some("true"));
+    // Never forced: fields another manager owns are a conflict, not taken over.
+    assert_eq!(req.query.get("force"), None);
     assert!(!req.query.contains_key("dryRun"));
     assert_eq!(req.body, manifest);
 }

@@ -1,8 +1,11 @@
 //! The pure core: compare a desired manifest with what the cluster holds.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use crate::port::{Kube, ObjectRef};
+use crate::wait::{Progress, WaitOptions, poll_until};
 use crate::{Mode, Outcome, Result};
 
 /// What must happen to one object.
@@ -62,15 +65,33 @@ fn diff(want: &Value, have: Option<&Value>, path: &str, out: &mut Vec<String>) {
     }
 }
 
+/// How long [`ensure_object`] waits for an object that is being deleted (a namespace in
+/// `Terminating`, an object held by finalizers) to be gone before creating it anew.
+pub(crate) const DELETION_WAIT: WaitOptions = WaitOptions {
+    timeout: Duration::from_secs(300),
+    interval: Duration::from_millis(500),
+};
+
 /// Makes `object` hold `desired`: reads it, plans, and applies (server-side apply, or a
-/// server-side dry run under [`Mode::DryRun`]) only when something differs.
+/// server-side dry run under [`Mode::DryRun`]) only when something differs. An object that is
+/// being deleted is waited for (up to five minutes) and then created anew: writing into a
+/// `Terminating` namespace is refused, and anything written to a deleted object is lost.
 pub async fn ensure_object(
     kube: &dyn Kube,
     object: &ObjectRef,
     desired: &Value,
     mode: Mode,
 ) -> Result<Outcome> {
-    let observed = kube.get(object).await?;
+    let mut observed = kube.get(object).await?;
+    if observed.as_ref().is_some_and(is_being_deleted) {
+        if mode.is_dry_run() {
+            // A dry run would be refused inside a terminating namespace; after the deletion
+            // the object is created.
+            return Ok(Outcome::create(mode));
+        }
+        wait_until_deleted(kube, object, DELETION_WAIT).await?;
+        observed = None;
+    }
     let action = plan_object(desired, observed.as_ref());
     let outcome = match &action {
         Action::Keep => return Ok(Outcome::Unchanged),
@@ -83,6 +104,33 @@ pub async fn ensure_object(
     kube.apply(object, desired, mode).await?;
     tracing::info!(k8s.object = %object, k8s.outcome = %outcome, "applied");
     Ok(outcome)
+}
+
+fn is_being_deleted(object: &Value) -> bool {
+    !object["metadata"]["deletionTimestamp"].is_null()
+}
+
+async fn wait_until_deleted(
+    kube: &dyn Kube,
+    object: &ObjectRef,
+    options: WaitOptions,
+) -> Result<()> {
+    let what = format!("{object} to finish deleting");
+    tracing::info!(k8s.object = %object, "waiting for the object to finish deleting");
+    poll_until(&what, options, &mut |_| {}, || async {
+        let gone = kube.get(object).await?.is_none();
+        Ok(Progress {
+            ready: usize::from(gone),
+            total: 1,
+            pending: if gone {
+                Vec::new()
+            } else {
+                vec![object.to_string()]
+            },
+        })
+    })
+    .await
+    .map(|_| ())
 }
 
 #[cfg(test)]

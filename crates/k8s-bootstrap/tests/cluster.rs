@@ -771,3 +771,67 @@ async fn fields_of_another_manager_are_a_named_conflict_never_taken_over() {
         .unwrap();
     assert!(same.is_unchanged(), "{same}");
 }
+
+#[tokio::test]
+async fn a_terminating_namespace_is_waited_for_then_made_anew() {
+    let env = env().await;
+    // istio-system is being deleted, held in Terminating by a finalizer on an object inside.
+    env.create_namespace("istio-system").await;
+    env.create(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "held", "namespace": "istio-system",
+                     "finalizers": ["example.com/hold"]}}))
+        .await;
+    let kubectl = |args: &[&str]| {
+        let out = env.cluster.kubectl().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    kubectl(&["delete", "namespace", "istio-system", "--wait=false"]);
+    assert_eq!(
+        kubectl(&[
+            "get",
+            "namespace",
+            "istio-system",
+            "-o",
+            "jsonpath={.status.phase}"
+        ]),
+        "Terminating"
+    );
+
+    // A dry run says what will happen once the deletion is over, without waiting.
+    let dry = control_plane::ensure_vault_tls_configmap(&env.kube, &ca("vault-ca"), Mode::DryRun)
+        .await
+        .unwrap();
+    assert_eq!(actions(&dry), [Outcome::WouldCreate, Outcome::WouldCreate]);
+
+    // The step waits; the deletion finishes once the finalizer is released.
+    let vault_ca = ca("vault-ca");
+    let apply = control_plane::ensure_vault_tls_configmap(&env.kube, &vault_ca, Mode::Apply);
+    let release = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        kubectl(&[
+            "patch",
+            "configmap",
+            "held",
+            "-n",
+            "istio-system",
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]);
+    };
+    let (report, ()) = tokio::join!(apply, release);
+    let report = report.unwrap();
+    assert_eq!(actions(&report), [Outcome::Created, Outcome::Created]);
+    let ns = env.get("namespaces", None, "istio-system").await.unwrap();
+    assert!(ns["metadata"]["deletionTimestamp"].is_null(), "{ns}");
+    assert!(
+        env.get("configmaps", Some("istio-system"), "vault-tls-cert")
+            .await
+            .is_some()
+    );
+}

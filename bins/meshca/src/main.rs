@@ -329,7 +329,16 @@ fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     match outcome {
         Ok(report) => {
             run::print_report(&report, cli.output == Output::Json)?;
-            Ok(ExitCode::SUCCESS)
+            // `verify` asked for proof; a step with nothing to verify yet gave none.
+            let unverified = matches!(cli.command, Command::Verify)
+                && report.steps.iter().any(|s| {
+                    s.step == Step::Verify && s.status == mesh_install::flow::StepStatus::Blocked
+                });
+            Ok(if unverified {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Err(failure) => {
             run::print_report(&failure.report, cli.output == Output::Json)?;

@@ -1025,3 +1025,36 @@ exec sleep 120
     let shop = env.api.cluster().get("namespaces", None, "shop").unwrap();
     assert_eq!(shop["metadata"]["labels"]["istio.io/rev"], "asm-183-2");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_codes_tell_a_failed_check_from_bad_configuration_and_an_unreachable_dependency() {
+    let env = sandbox_env().await;
+
+    // Nothing installed: nothing verified (exit 1), which is not a dependency problem.
+    let out = meshca_output(&env, &["verify"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+
+    // A PIN the token rejects is a configuration error (exit 3).
+    let wrong_pin = env.dir.path().join("wrong-pin");
+    sandbox::write_secret_file(&wrong_pin, b"00000000").unwrap();
+    let right = SecretSource::File(env.dir.path().join("pin"));
+    edit_config(&env, |c| c.hsm.pin = SecretSource::File(wrong_pin.clone()));
+    let out = meshca_output(&env, &["plan"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("rejected the PIN"), "{stderr}");
+    edit_config(&env, |c| c.hsm.pin = right);
+
+    // A Vault nobody answers at is an unavailable dependency (exit 4).
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    edit_config(&env, |c| {
+        c.vault.address = format!("https://127.0.0.1:{port}");
+    });
+    let out = meshca_output(&env, &["plan"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("Vault reachable"), "{stderr}");
+}

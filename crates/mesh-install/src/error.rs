@@ -100,6 +100,8 @@ pub enum Error {
         step: Step,
         /// The names of the failed checks.
         failed: Vec<String>,
+        /// What the gravest of them means.
+        failure: crate::flow::CheckFailure,
     },
     /// Installing the control plane failed.
     #[error("{step}: the control-plane install failed")]
@@ -151,11 +153,13 @@ impl Error {
             | Self::SecretEnvMissing { .. }
             | Self::MissingInput { .. } => true,
             Self::Vault { source, .. } => source.is_config(),
+            Self::Preflight { failure, .. } => *failure == crate::flow::CheckFailure::Config,
             Self::Hsm { source, .. } => matches!(
                 source,
                 hsm_core::Error::PinFileShared { .. }
                     | hsm_core::Error::PinEnvMissing { .. }
                     | hsm_core::Error::PinInvalid { .. }
+                    | hsm_core::Error::PinRejected { .. }
                     | hsm_core::Error::WeakObject(_)
             ),
             Self::Kube { .. }
@@ -163,8 +167,7 @@ impl Error {
             | Self::Ca { .. }
             | Self::WriteFile { .. }
             | Self::NotConnected { .. }
-            | Self::Release { .. }
-            | Self::Preflight { .. } => false,
+            | Self::Release { .. } => false,
         }
     }
 
@@ -178,7 +181,7 @@ impl Error {
             Self::Vault { source, .. } => source.is_unavailable(),
             Self::Kube { source, .. } => source.is_unavailable(),
             Self::Install { source, .. } => source.is_unavailable(),
-            Self::Preflight { .. } => true,
+            Self::Preflight { failure, .. } => *failure == crate::flow::CheckFailure::Unavailable,
             _ => false,
         }
     }

@@ -56,6 +56,44 @@ pub struct PreflightCheck {
     /// What was found, or how to fix it.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub detail: String,
+    /// What a failure means (and so the exit code of a run it stops).
+    pub failure: CheckFailure,
+}
+
+/// What a failed check means.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckFailure {
+    /// The thing checked is not as it should be (a chain that does not verify, a pod not
+    /// ready): exit 1.
+    #[default]
+    Check,
+    /// The configuration is wrong (a rejected PIN, credentials refused): exit 3.
+    Config,
+    /// A dependency cannot be reached: exit 4.
+    Unavailable,
+}
+
+impl CheckFailure {
+    /// Unavailable when `unavailable`, else Config when `config`, else Check.
+    pub fn of(unavailable: bool, config: bool) -> Self {
+        if unavailable {
+            Self::Unavailable
+        } else if config {
+            Self::Config
+        } else {
+            Self::Check
+        }
+    }
+}
+
+impl PreflightCheck {
+    /// The same check, whose failure means `failure`.
+    #[must_use]
+    pub fn failing_as(mut self, failure: CheckFailure) -> Self {
+        self.failure = failure;
+        self
+    }
 }
 
 /// A command-line tool the pre-flight step reports on, resolved by the caller (which knows
@@ -638,14 +676,13 @@ pub async fn run(
             let started = Instant::now();
             let mut entry = match run_step(step, spec, ports, mode, &mut carry, events).await {
                 Ok(entry) if entry.status == StepStatus::Failed => {
+                    let failing = entry.checks.iter().filter(|c| c.required && !c.ok);
                     failed = Some(Error::Preflight {
                         step,
-                        failed: entry
-                            .checks
-                            .iter()
-                            .filter(|c| c.required && !c.ok)
-                            .map(|c| c.name.clone())
-                            .collect(),
+                        failed: failing.clone().map(|c| c.name.clone()).collect(),
+                        // The gravest cause decides: an unreachable dependency over a
+                        // configuration error over a failed check.
+                        failure: failing.map(|c| c.failure).max().unwrap_or_default(),
                     });
                     entry
                 }
@@ -710,6 +747,7 @@ async fn preflight(spec: &FlowSpec, ports: Ports<'_>) -> Vec<PreflightCheck> {
         ok,
         required,
         detail,
+        failure: CheckFailure::Check,
     };
     let mut out = Vec::new();
     for tool in &spec.tools {
@@ -741,7 +779,8 @@ async fn preflight(spec: &FlowSpec, ports: Ports<'_>) -> Vec<PreflightCheck> {
                 false,
                 true,
                 format!("the token rejected the PIN ({rv}); check hsm.pin"),
-            ),
+            )
+            .failing_as(CheckFailure::Config),
         });
     }
     if let Some(vault) = ports.vault {
@@ -755,7 +794,8 @@ async fn preflight(spec: &FlowSpec, ports: Ports<'_>) -> Vec<PreflightCheck> {
                     "{}; check vault.address, vault.ca-cert and vault.token",
                     error_chain(&e)
                 ),
-            ),
+            )
+            .failing_as(CheckFailure::of(e.is_unavailable(), e.is_config())),
         });
     }
     if let Some(kube) = ports.kube {
@@ -772,15 +812,19 @@ async fn preflight(spec: &FlowSpec, ports: Ports<'_>) -> Vec<PreflightCheck> {
                 String::new(),
             )),
             Err(e) => {
-                out.push(check(
-                    "API server reachable".to_owned(),
-                    false,
-                    true,
-                    format!(
-                        "{}; check cluster.kubeconfig and cluster.context",
-                        error_chain(&e)
-                    ),
-                ));
+                let failure = CheckFailure::of(e.is_unavailable(), e.is_denied());
+                out.push(
+                    check(
+                        "API server reachable".to_owned(),
+                        false,
+                        true,
+                        format!(
+                            "{}; check cluster.kubeconfig and cluster.context",
+                            error_chain(&e)
+                        ),
+                    )
+                    .failing_as(failure),
+                );
                 return out;
             }
         }
@@ -795,6 +839,7 @@ async fn port_naming(spec: &FlowSpec, kube: &dyn Kube) -> Vec<PreflightCheck> {
         ok,
         required,
         detail,
+        failure: CheckFailure::Check,
     };
     let mut out = Vec::new();
     for ns in &spec.inject_namespaces {

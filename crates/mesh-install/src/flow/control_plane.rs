@@ -489,6 +489,7 @@ fn check(
         ok,
         required,
         detail: detail.into(),
+        failure: super::CheckFailure::Check,
     }
 }
 

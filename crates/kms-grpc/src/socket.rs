@@ -228,6 +228,29 @@ mod tests {
         UnixListener::bind(&path).unwrap();
     }
 
+    #[tokio::test]
+    async fn the_socket_appears_with_its_mode_and_a_failed_bind_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kms.sock");
+        let listener = bind_private(&path, 0o600, None).unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        drop(listener);
+        std::fs::remove_file(&path).unwrap();
+
+        // A directory in the way: the rename fails, and the staging directory is removed.
+        let taken = dir.path().join("taken");
+        std::fs::create_dir(&taken).unwrap();
+        std::fs::write(taken.join("keep"), "x").unwrap();
+        assert!(bind_private(&taken, 0o600, None).is_err());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("taken")]);
+    }
+
     #[test]
     fn regular_file_is_never_deleted() {
         let dir = tempfile::tempdir().unwrap();

@@ -151,7 +151,15 @@ fn token_info(lib: &std::path::Path, label: Option<&str>, output: Output) -> any
 
 fn exit_code(err: &anyhow::Error) -> ExitCode {
     for cause in err.chain() {
-        if cause.downcast_ref::<compat::ConfigError>().is_some() {
+        if cause.downcast_ref::<compat::ConfigError>().is_some()
+            || cause
+                .downcast_ref::<kms_grpc::Error>()
+                .is_some_and(kms_grpc::Error::is_unsafe_socket_directory)
+            || matches!(
+                cause.downcast_ref::<kms_grpc::socket::Error>(),
+                Some(kms_grpc::socket::Error::UnsafeDirectory { .. })
+            )
+        {
             return ExitCode::from(3);
         }
         if let Some(e) = cause.downcast_ref::<kms_grpc::Error>()

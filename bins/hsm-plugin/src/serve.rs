@@ -169,6 +169,10 @@ pub(crate) struct ServeArgs {
     /// Largest gRPC message, bytes.
     #[arg(long, default_value_t = ServerConfig::DEFAULT_MAX_MESSAGE_BYTES)]
     max_message_bytes: usize,
+    /// Trust domain of the workload certificates the signing service issues; a request
+    /// naming another one is refused.
+    #[arg(long, env = "HSM_PLUGIN_TRUST_DOMAIN", default_value = ServerConfig::DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -270,6 +274,8 @@ const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccou
 
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
     args.token.check()?;
+    // Before the token is opened: a socket directory other users can write is refused.
+    kms_grpc::socket::check_directory(&args.socket)?;
     args.thales.apply()?;
     let ca_ids = if args.ca_ids.is_empty() {
         vec![
@@ -308,6 +314,7 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<()> {
         CaKeyModeArg::HsmKey => CaKeyMode::HsmKey,
     };
     config.max_message_bytes = args.max_message_bytes;
+    config.trust_domain.clone_from(&args.trust_domain);
     config.signing_keys = args
         .signing_key_id
         .iter()

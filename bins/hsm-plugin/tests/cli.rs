@@ -54,3 +54,26 @@ fn missing_module_is_dependency_unavailable() {
     assert_eq!(out.status.code(), Some(4));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/libpkcs11.so"));
 }
+
+#[test]
+fn serve_refuses_a_world_writable_socket_directory_with_exit_3() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = Command::cargo_bin("hsm-plugin")
+        .unwrap()
+        .args(["serve", "--p11-lib", "/nonexistent/libpkcs11.so"])
+        .env("SOCKET", run.join("kms.sock"))
+        .env("P11_PIN", "1234")
+        .env("HSM_PLUGIN_METRICS_ADDR", "off")
+        .timeout(std::time::Duration::from_secs(20))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains(&run.display().to_string()), "{stderr}");
+    assert!(stderr.contains("chmod"), "{stderr}");
+    assert!(!run.join("kms.sock").exists());
+}

@@ -1,6 +1,8 @@
-//! A typed client for the plugin socket.
+//! A typed client for the plugin socket. It checks who serves the socket (`SO_PEERCRED`)
+//! before it sends anything: another user could have put their own server there.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use hyper_util::rt::TokioIo;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -14,6 +16,40 @@ use crate::proto::signing::signing_service_client::SigningServiceClient;
 use crate::proto::v1beta1::key_management_service_client::KeyManagementServiceClient as V1Beta1Client;
 use crate::proto::v2::key_management_service_client::KeyManagementServiceClient as V2Client;
 use crate::proto::{health, istio, signing, v2};
+
+/// Which uid may serve the socket a [`KmsClient`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ServerUid {
+    /// This process's effective uid, or root (the default).
+    #[default]
+    OwnOrRoot,
+    /// This uid, or root (a plugin run by a dedicated user).
+    Expected(u32),
+}
+
+impl ServerUid {
+    /// Whether a server running as `uid` is accepted.
+    pub fn accepts(self, uid: u32) -> bool {
+        uid == 0
+            || match self {
+                Self::OwnOrRoot => uid == crate::socket::effective_uid(),
+                Self::Expected(expected) => uid == expected,
+            }
+    }
+}
+
+impl std::fmt::Display for ServerUid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::OwnOrRoot => write!(
+                f,
+                "this client's uid {} or root",
+                crate::socket::effective_uid()
+            ),
+            Self::Expected(uid) => write!(f, "the expected uid {uid} or root"),
+        }
+    }
+}
 
 /// A connection to a plugin server on a Unix socket. Cheap to clone; calls may run
 /// concurrently over the one connection.
@@ -32,28 +68,64 @@ fn rpc_error(rpc: Rpc) -> impl FnOnce(tonic::Status) -> Error {
 }
 
 impl KmsClient {
-    /// Connects to the server listening on `path`.
+    /// Connects to the server listening on `path`, which must be served by this process's
+    /// own uid or by root ([`ServerUid::OwnOrRoot`]).
     ///
     /// # Errors
-    /// [`Error::Connect`] naming the path when nothing answers there.
+    /// [`Error::Connect`] naming the path when nothing answers there;
+    /// [`Error::UntrustedServer`] when another user serves it (nothing was sent).
     pub async fn connect(path: impl AsRef<Path>) -> Result<Self> {
+        Self::connect_to(path, ServerUid::OwnOrRoot).await
+    }
+
+    /// Connects to the server listening on `path`, checking who serves it first: the
+    /// server's uid (`SO_PEERCRED`) is checked on every connection, before any byte is sent.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] naming the path when nothing answers there;
+    /// [`Error::UntrustedServer`] when the server's uid is not the expected one.
+    pub async fn connect_to(path: impl AsRef<Path>, server: ServerUid) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let dial = path.clone();
+        let refused: Arc<Mutex<Option<u32>>> = Arc::default();
+        let seen = Arc::clone(&refused);
         // The URI is required by the API but unused: the connector dials the socket.
         let endpoint = Endpoint::from_static("http://[::]:50051");
         let channel = endpoint
             .connect_with_connector(tower::service_fn(move |_: Uri| {
                 let dial = dial.clone();
+                let seen = Arc::clone(&seen);
                 async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(dial).await?,
-                    ))
+                    let stream = tokio::net::UnixStream::connect(dial).await?;
+                    let uid = stream.peer_cred()?.uid();
+                    if !server.accepts(uid) {
+                        *seen
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(uid);
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::PermissionDenied,
+                            format!("the socket is served by uid {uid}, not {server}"),
+                        ));
+                    }
+                    Ok::<_, std::io::Error>(TokioIo::new(stream))
                 }
             }))
             .await
-            .map_err(|source| Error::Connect {
-                path: path.clone(),
-                source,
+            .map_err(|source| {
+                let uid = *refused
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match uid {
+                    Some(uid) => Error::UntrustedServer {
+                        path: path.clone(),
+                        uid,
+                        expected: server.to_string(),
+                    },
+                    None => Error::Connect {
+                        path: path.clone(),
+                        source,
+                    },
+                }
             })?;
         Ok(Self {
             channel,

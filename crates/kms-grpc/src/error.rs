@@ -61,6 +61,18 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The socket is served by a uid the client does not trust; nothing was sent.
+    #[error(
+        "refusing to talk to {path}: it is served by uid {uid}, not {expected}; check who runs `hsm-plugin serve` there, or give the client the uid it should expect"
+    )]
+    UntrustedServer {
+        /// The socket path.
+        path: PathBuf,
+        /// The server's uid.
+        uid: u32,
+        /// Who was expected.
+        expected: String,
+    },
     /// The server answered a call with an error status.
     #[error("{rpc} failed: {} ({:?})", status.message(), status.code())]
     Rpc {
@@ -78,6 +90,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// True when the server refused its socket directory (other users could write it): a
+    /// configuration to fix, not a failure to retry.
+    pub fn is_unsafe_socket_directory(&self) -> bool {
+        matches!(
+            self,
+            Self::Socket(crate::socket::Error::UnsafeDirectory { .. })
+        )
+    }
+
     /// The gRPC code when the server answered with an error.
     pub fn code(&self) -> Option<Code> {
         match self {

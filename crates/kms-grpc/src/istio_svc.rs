@@ -36,7 +36,7 @@ impl KeyManagementService for IstioService {
         request: Request<pb::GenerateKekRequest>,
     ) -> Result<Response<pb::GenerateKekResponse>, Status> {
         const RPC: Rpc = Rpc::GenerateKek;
-        let call = self.shared.admit(RPC, &request)?;
+        let call = self.shared.begin(RPC, &request)?;
         let req = request.into_inner();
         let result = async {
             let id = if req.kek_kid.is_empty() {
@@ -63,7 +63,7 @@ impl KeyManagementService for IstioService {
         request: Request<pb::GenerateDekRequest>,
     ) -> Result<Response<pb::GenerateDekResponse>, Status> {
         const RPC: Rpc = Rpc::GenerateDek;
-        let call = self.shared.admit(RPC, &request)?;
+        let call = self.shared.begin(RPC, &request)?;
         let req = request.into_inner();
         let result = async {
             let kek_id = kek_id(RPC, req.kek_kid)?;
@@ -86,7 +86,7 @@ impl KeyManagementService for IstioService {
         request: Request<pb::GenerateSKeyRequest>,
     ) -> Result<Response<pb::GenerateSKeyResponse>, Status> {
         const RPC: Rpc = Rpc::GenerateSKey;
-        let call = self.shared.admit(RPC, &request)?;
+        let call = self.shared.begin(RPC, &request)?;
         let req = request.into_inner();
         let result = async {
             let spec = SKeySpec::from_wire(req.kind, req.size).map_err(|e| hsm_status(RPC, &e))?;
@@ -114,7 +114,7 @@ impl KeyManagementService for IstioService {
         request: Request<pb::LoadSKeyRequest>,
     ) -> Result<Response<pb::LoadSKeyResponse>, Status> {
         const RPC: Rpc = Rpc::LoadSKey;
-        let call = self.shared.admit(RPC, &request)?;
+        let call = self.shared.begin(RPC, &request)?;
         let req = request.into_inner();
         let result = async {
             if call.config().ca_key_mode == CaKeyMode::HsmKey {
@@ -146,7 +146,7 @@ impl KeyManagementService for IstioService {
         request: Request<pb::AuthenticatedEncryptRequest>,
     ) -> Result<Response<pb::AuthenticatedEncryptResponse>, Status> {
         const RPC: Rpc = Rpc::AuthenticatedEncrypt;
-        let call = self.shared.admit(RPC, &request)?;
+        let call = self.shared.begin(RPC, &request)?;
         let req = request.into_inner();
         let result = async {
             let kek_id = kek_id(RPC, req.kek_kid)?;
@@ -172,7 +172,7 @@ impl KeyManagementService for IstioService {
         request: Request<pb::AuthenticatedDecryptRequest>,
     ) -> Result<Response<pb::AuthenticatedDecryptResponse>, Status> {
         const RPC: Rpc = Rpc::AuthenticatedDecrypt;
-        let call = self.shared.admit(RPC, &request)?;
+        let call = self.shared.begin(RPC, &request)?;
         let req = request.into_inner();
         let result = async {
             let kek_id = kek_id(RPC, req.kek_kid)?;
@@ -200,7 +200,7 @@ impl KeyManagementService for IstioService {
         request: Request<pb::ImportCaCertRequest>,
     ) -> Result<Response<pb::ImportCaCertResponse>, Status> {
         const RPC: Rpc = Rpc::ImportCaCert;
-        let call = self.shared.admit(RPC, &request)?;
+        let call = self.shared.begin(RPC, &request)?;
         let req = request.into_inner();
         let result = async {
             let ca_id = if req.ca_id.is_empty() {
@@ -237,7 +237,7 @@ impl KeyManagementService for IstioService {
         request: Request<pb::VerifyCertChainRequest>,
     ) -> Result<Response<pb::VerifyCertChainResponse>, Status> {
         const RPC: Rpc = Rpc::VerifyCertChain;
-        let call = self.shared.admit(RPC, &request)?;
+        let call = self.shared.begin(RPC, &request)?;
         let req = request.into_inner();
         let result = async {
             if req.certificates.is_empty() {

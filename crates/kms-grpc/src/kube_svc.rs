@@ -42,7 +42,7 @@ impl v2::key_management_service_server::KeyManagementService for V2Service {
         request: Request<v2::StatusRequest>,
     ) -> Result<Response<v2::StatusResponse>, Status> {
         const RPC: Rpc = Rpc::V2Status;
-        let call = self.shared.admit(RPC, &request)?;
+        let call = self.shared.begin(RPC, &request)?;
         let result = async {
             let status = kube(&call, RPC)?
                 .status()
@@ -63,7 +63,7 @@ impl v2::key_management_service_server::KeyManagementService for V2Service {
         request: Request<v2::DecryptRequest>,
     ) -> Result<Response<v2::DecryptResponse>, Status> {
         const RPC: Rpc = Rpc::V2Decrypt;
-        let call = self.shared.admit(RPC, &request)?;
+        let call = self.shared.begin(RPC, &request)?;
         let req = request.into_inner();
         let result = async {
             if req.key_id.is_empty() {
@@ -110,7 +110,7 @@ impl v2::key_management_service_server::KeyManagementService for V2Service {
         request: Request<v2::EncryptRequest>,
     ) -> Result<Response<v2::EncryptResponse>, Status> {
         const RPC: Rpc = Rpc::V2Encrypt;
-        let call = self.shared.admit(RPC, &request)?;
+        let call = self.shared.begin(RPC, &request)?;
         let req = request.into_inner();
         let result = async {
             if req.plaintext.is_empty() {
@@ -151,7 +151,7 @@ impl v1beta1::key_management_service_server::KeyManagementService for V1Beta1Ser
         request: Request<v1beta1::VersionRequest>,
     ) -> Result<Response<v1beta1::VersionResponse>, Status> {
         const RPC: Rpc = Rpc::V1Version;
-        let call = self.shared.admit(RPC, &request)?;
+        let call = self.shared.begin(RPC, &request)?;
         let result = async {
             let v = kube(&call, RPC)?
                 .v1_version()
@@ -172,7 +172,7 @@ impl v1beta1::key_management_service_server::KeyManagementService for V1Beta1Ser
         request: Request<v1beta1::DecryptRequest>,
     ) -> Result<Response<v1beta1::DecryptResponse>, Status> {
         const RPC: Rpc = Rpc::V1Decrypt;
-        let call = self.shared.admit(RPC, &request)?;
+        let call = self.shared.begin(RPC, &request)?;
         let req = request.into_inner();
         let result = async {
             let plain = kube(&call, RPC)?
@@ -192,7 +192,7 @@ impl v1beta1::key_management_service_server::KeyManagementService for V1Beta1Ser
         request: Request<v1beta1::EncryptRequest>,
     ) -> Result<Response<v1beta1::EncryptResponse>, Status> {
         const RPC: Rpc = Rpc::V1Encrypt;
-        let call = self.shared.admit(RPC, &request)?;
+        let call = self.shared.begin(RPC, &request)?;
         let req = request.into_inner();
         let result = async {
             let cipher = kube(&call, RPC)?

@@ -10,12 +10,15 @@
 //! - [`authority`]: [`authority::NormalizeAuthority`], the connection adapter that lets
 //!   gRPC clients of every stack through with the `:authority` they send over a Unix socket
 //!   (the socket path, percent-encoded or raw), which h2 alone refuses;
-//! - [`server`]: [`KmsServer`] binds the socket (stale socket removed, mode 0660, group),
-//!   checks every call against the peer-credential allowlist and the policy [`Profile`],
+//! - [`server`]: [`KmsServer`] binds the socket (its directory checked, the socket created
+//!   with mode 0660 and its group before it appears at its path), puts one access layer in
+//!   front of every service (peer-credential allowlist, policy [`Profile`], the RPC catalogue
+//!   of [`policy`]; unknown method paths refused),
 //!   maps every error to a gRPC code with a message naming the input, and shuts down within
 //!   a bounded grace period, removing the socket;
 //! - [`ops`]: `/metrics`, `/healthz` and `/readyz` on a local HTTP port;
-//! - [`client`]: [`KmsClient`], a typed client over the socket;
+//! - [`client`]: [`KmsClient`], a typed client over the socket that checks who serves it
+//!   (`SO_PEERCRED`) before sending anything;
 //! - [`csr_bundle`]: the `encrypted_csr.json` document of `decrypt-csr`.
 //!
 //! A server that could not open its token (a rejected PIN) still starts: it reports not-ready
@@ -41,6 +44,7 @@
     reason = "RPC names (GenerateDEK, VerifyCertChain) read wrong in backticks"
 )]
 
+mod access;
 pub mod authority;
 pub mod client;
 pub mod csr_bundle;
@@ -56,7 +60,7 @@ pub mod server;
 mod signing_svc;
 pub mod socket;
 
-pub use client::KmsClient;
+pub use client::{KmsClient, ServerUid};
 pub use error::{Error, Result, code_for, hsm_status};
 pub use policy::{PeerAllowlist, PeerCred, Profile, Rpc};
 pub use server::{

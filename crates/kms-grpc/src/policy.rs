@@ -1,5 +1,6 @@
-//! Who may call what: the RPC catalogue, per-RPC policy profiles and the peer-credential
-//! allowlist checked on every call.
+//! Who may call what: the RPC catalogue (every method path the server answers), per-RPC
+//! policy profiles and the peer-credential allowlist. The server's access layer
+//! (`access.rs`) applies them to every call; services hold no checks of their own.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -103,6 +104,44 @@ impl Rpc {
         }
     }
 
+    /// The gRPC method path (`/package.Service/Method`) of the RPC.
+    pub fn path(self) -> &'static str {
+        match self {
+            Self::GenerateKek => "/thalescpl.io.ekms.istio.v1.KeyManagementService/GenerateKEK",
+            Self::GenerateDek => "/thalescpl.io.ekms.istio.v1.KeyManagementService/GenerateDEK",
+            Self::GenerateSKey => "/thalescpl.io.ekms.istio.v1.KeyManagementService/GenerateSKey",
+            Self::LoadSKey => "/thalescpl.io.ekms.istio.v1.KeyManagementService/LoadSKey",
+            Self::AuthenticatedEncrypt => {
+                "/thalescpl.io.ekms.istio.v1.KeyManagementService/AuthenticatedEncrypt"
+            }
+            Self::AuthenticatedDecrypt => {
+                "/thalescpl.io.ekms.istio.v1.KeyManagementService/AuthenticatedDecrypt"
+            }
+            Self::ImportCaCert => "/thalescpl.io.ekms.istio.v1.KeyManagementService/ImportCACert",
+            Self::VerifyCertChain => {
+                "/thalescpl.io.ekms.istio.v1.KeyManagementService/VerifyCertChain"
+            }
+            Self::V2Status => "/v2.KeyManagementService/Status",
+            Self::V2Encrypt => "/v2.KeyManagementService/Encrypt",
+            Self::V2Decrypt => "/v2.KeyManagementService/Decrypt",
+            Self::V1Version => "/v1beta1.KeyManagementService/Version",
+            Self::V1Encrypt => "/v1beta1.KeyManagementService/Encrypt",
+            Self::V1Decrypt => "/v1beta1.KeyManagementService/Decrypt",
+            Self::GetPublicKey => "/meshhsm.signing.v1.SigningService/GetPublicKey",
+            Self::Sign => "/meshhsm.signing.v1.SigningService/Sign",
+            Self::CreateCsr => "/meshhsm.signing.v1.SigningService/CreateCsr",
+            Self::IssueCertificate => "/meshhsm.signing.v1.SigningService/IssueCertificate",
+            Self::HealthCheck => "/grpc.health.v1.Health/Check",
+            Self::HealthWatch => "/grpc.health.v1.Health/Watch",
+        }
+    }
+
+    /// The RPC of a gRPC method path; `None` for anything outside the catalogue (such a call
+    /// is refused).
+    pub fn from_path(path: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|rpc| rpc.path() == path)
+    }
+
     /// True for RPCs that create long-lived keys or trust anchors on the token.
     pub fn is_administrative(self) -> bool {
         matches!(self, Self::GenerateKek | Self::ImportCaCert)
@@ -118,7 +157,8 @@ impl fmt::Display for Rpc {
 /// Which RPCs a server answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Profile {
-    /// The istiod sidecar: no GenerateKEK, no ImportCACert, no key destruction (the default).
+    /// The istiod sidecar (the default): no GenerateKEK, no ImportCACert, no raw Sign (an
+    /// arbitrary signature with the CA key) and no IssueCertificate of an intermediate.
     #[default]
     Sidecar,
     /// The operator's workstation server: everything.
@@ -130,8 +170,14 @@ impl Profile {
     pub fn allows(self, rpc: Rpc) -> bool {
         match self {
             Self::Admin => true,
-            Self::Sidecar => !rpc.is_administrative(),
+            Self::Sidecar => !rpc.is_administrative() && rpc != Rpc::Sign,
         }
+    }
+
+    /// Whether the profile may issue an intermediate (IssueCertificate with purpose
+    /// ISTIOD_CA: a CA:TRUE certificate under the HSM key).
+    pub fn allows_ca_issuance(self) -> bool {
+        matches!(self, Self::Admin)
     }
 
     /// The profile's name.
@@ -239,12 +285,52 @@ mod tests {
             assert!(Profile::Admin.allows(rpc), "{rpc}");
             assert_eq!(
                 Profile::Sidecar.allows(rpc),
-                !matches!(rpc, Rpc::GenerateKek | Rpc::ImportCaCert),
+                !matches!(rpc, Rpc::GenerateKek | Rpc::ImportCaCert | Rpc::Sign),
                 "{rpc}"
             );
         }
+        assert!(Profile::Admin.allows_ca_issuance());
+        assert!(!Profile::Sidecar.allows_ca_issuance());
         assert_eq!("admin".parse::<Profile>().unwrap(), Profile::Admin);
         assert!("root".parse::<Profile>().unwrap_err().contains("root"));
+    }
+
+    /// Every method of every service in our protos is in the catalogue, and nothing else.
+    #[test]
+    fn the_catalogue_covers_every_method_of_the_protos() {
+        let protos = [
+            include_str!("../proto/istio_v1.proto"),
+            include_str!("../proto/k8s_v2.proto"),
+            include_str!("../proto/k8s_v1beta1.proto"),
+            include_str!("../proto/signing_v1.proto"),
+            include_str!("../proto/health.proto"),
+        ];
+        let mut paths = BTreeSet::new();
+        for proto in protos {
+            let mut package = "";
+            let mut service = "";
+            for line in proto.lines().map(str::trim) {
+                if let Some(rest) = line.strip_prefix("package ") {
+                    package = rest.trim_end_matches(';').trim();
+                } else if let Some(rest) = line.strip_prefix("service ") {
+                    service = rest.trim_end_matches('{').trim();
+                } else if let Some(rest) = line.strip_prefix("rpc ") {
+                    let method = rest.split('(').next().unwrap().trim();
+                    paths.insert(format!("/{package}.{service}/{method}"));
+                }
+            }
+        }
+        assert_eq!(paths.len(), Rpc::ALL.len(), "{paths:?}");
+        for path in &paths {
+            let rpc = Rpc::from_path(path).unwrap_or_else(|| panic!("{path} is not covered"));
+            assert_eq!(rpc.path(), path);
+        }
+        assert_eq!(Rpc::from_path("/grpc.health.v1.Health/List"), None);
+        assert_eq!(
+            Rpc::from_path("/meshhsm.signing.v1.SigningService/Sign/"),
+            None
+        );
+        assert_eq!(Rpc::from_path(""), None);
     }
 
     #[test]

@@ -1,22 +1,23 @@
-//! The server: configuration, the hsm-core ports it serves, access control on every call,
-//! and the Unix socket lifecycle (stale socket removed, mode and group set, socket removed
-//! on shutdown, graceful stop within a bounded time).
+//! The server: configuration, the hsm-core ports it serves (behind the one access layer,
+//! `access.rs`), and the Unix socket lifecycle (directory checked, socket created with
+//! its mode and group before it appears at its path, removed on shutdown, graceful stop
+//! within a bounded time).
 
 use std::future::Future;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hsm_core::{Health, HsmAdmin, IstioKms, KeyPairId, KubeKms};
 use tokio::net::UnixListener;
-use tonic::transport::server::UdsConnectInfo;
 use tonic::{Code, Request, Response, Status};
 
 use crate::error::{Error, Result};
 use crate::metrics::{AnchorExpiry, Metrics};
 use crate::policy::{PeerAllowlist, PeerCred, Profile, Rpc};
 use crate::proto;
+#[cfg(doc)]
+use crate::socket;
 
 /// Where the istiod CA key lives, which decides whether LoadSKey is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,6 +49,9 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// Key pairs the signing service may use; the first is used when a request names none.
     pub signing_keys: Vec<KeyPairId>,
+    /// The trust domain of the workload certificates the signing service issues
+    /// (`cluster.local` by default); a request naming another one is refused.
+    pub trust_domain: String,
     /// How long in-flight calls may finish after shutdown is requested.
     pub shutdown_grace: Duration,
 }
@@ -55,6 +59,8 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// The default path of the Thales plugin, `/tmp/run/hsm-plugin-server.sock`.
     pub const DEFAULT_SOCKET: &'static str = "/tmp/run/hsm-plugin-server.sock";
+    /// The default trust domain, `cluster.local`.
+    pub const DEFAULT_TRUST_DOMAIN: &'static str = "cluster.local";
     /// Default message size limit, 4 MiB.
     pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -69,6 +75,7 @@ impl ServerConfig {
             ca_key_mode: CaKeyMode::Compat,
             max_message_bytes: Self::DEFAULT_MAX_MESSAGE_BYTES,
             signing_keys: Vec::new(),
+            trust_domain: Self::DEFAULT_TRUST_DOMAIN.to_owned(),
             shutdown_grace: Duration::from_millis(1500),
         }
     }
@@ -197,38 +204,15 @@ impl Shared {
         }
     }
 
-    /// Checks only the peer (the health service answers whatever the backend's state).
-    pub(crate) fn check_peer<T>(&self, rpc: Rpc, req: &Request<T>) -> Result<(), Status> {
-        let peer = peer_of(req);
-        if self.config.peers.allows(peer.as_ref()) {
-            return Ok(());
-        }
+    /// Starts a call the access layer let through: answers with the backend's reason when
+    /// the token could not be opened; otherwise the call is recorded when it finishes.
+    pub(crate) fn begin<T>(&self, rpc: Rpc, req: &Request<T>) -> Result<Call<'_>, Status> {
         let call = Call {
             shared: self,
             rpc,
             start: Instant::now(),
-            peer,
+            peer: crate::access::peer_of(req.extensions()),
         };
-        Err(call.fail(call.peer_denied()))
-    }
-
-    /// Checks peer, profile and backend; on refusal the call is recorded and logged.
-    pub(crate) fn admit<T>(&self, rpc: Rpc, req: &Request<T>) -> Result<Call<'_>, Status> {
-        let call = Call {
-            shared: self,
-            rpc,
-            start: Instant::now(),
-            peer: peer_of(req),
-        };
-        if !self.config.peers.allows(call.peer.as_ref()) {
-            return Err(call.fail(call.peer_denied()));
-        }
-        if !self.config.profile.allows(rpc) {
-            return Err(call.fail(Status::permission_denied(format!(
-                "{rpc} is not allowed by the {} policy profile; run it against a server with --profile admin (hsm-plugin's default outside a Kubernetes pod)",
-                self.config.profile
-            ))));
-        }
         if let Backend::Unavailable { reason, code } = &self.backend {
             return Err(call.fail(Status::new(*code, format!("{rpc}: {reason}"))));
         }
@@ -241,16 +225,6 @@ impl Shared {
             Backend::Unavailable { .. } => None,
         }
     }
-}
-
-fn peer_of<T>(req: &Request<T>) -> Option<PeerCred> {
-    let info = req.extensions().get::<UdsConnectInfo>()?;
-    let cred = info.peer_cred?;
-    Some(PeerCred {
-        uid: cred.uid(),
-        gid: cred.gid(),
-        pid: cred.pid(),
-    })
 }
 
 /// One admitted call: records its outcome once.
@@ -272,18 +246,6 @@ impl Call<'_> {
         &self.shared.config
     }
 
-    fn peer_denied(&self) -> Status {
-        let who = self.peer.map_or_else(
-            || "a peer without credentials".to_owned(),
-            |p| p.to_string(),
-        );
-        Status::permission_denied(format!(
-            "{}: {who} is not allowed to call this plugin (allowed: {})",
-            self.rpc,
-            self.shared.config.peers.describe()
-        ))
-    }
-
     fn fail(&self, status: Status) -> Status {
         self.record(status.code());
         tracing::warn!(
@@ -291,7 +253,7 @@ impl Call<'_> {
             peer = ?self.peer,
             code = ?status.code(),
             message = status.message(),
-            "call refused"
+            "call failed"
         );
         status
     }
@@ -357,38 +319,21 @@ impl KmsServer {
         }
     }
 
-    /// Binds the socket: removes a stale socket, binds, sets the mode and group. Must run
-    /// inside a tokio runtime.
+    /// Binds the socket: checks its directory ([`socket::check_directory`]), removes a
+    /// stale socket, and creates the socket with its mode and group before it appears at its
+    /// path ([`socket::prepare`]). Must run inside a tokio runtime.
     ///
     /// # Errors
-    /// [`Error::Socket`] (something other than a socket at the path), [`Error::Bind`],
-    /// [`Error::SocketPermissions`].
+    /// [`Error::Socket`] (a directory other users could write, something other than a
+    /// socket at the path), [`Error::Bind`], [`Error::SocketPermissions`].
     pub fn bind(self) -> Result<BoundServer> {
         let config = &self.shared.config;
         let path = config.socket.clone();
         if crate::socket::prepare(&path)? == crate::socket::Prepared::RemovedStale {
             tracing::info!(socket = %path.display(), "removed a stale socket");
         }
-        let listener = UnixListener::bind(&path).map_err(|source| Error::Bind {
-            path: path.clone(),
-            source,
-        })?;
+        let listener = crate::socket::bind_private(&path, config.socket_mode, config.socket_gid)?;
         let guard = SocketGuard { path: path.clone() };
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(config.socket_mode))
-            .map_err(|source| Error::SocketPermissions {
-                what: format!("mode {:04o}", config.socket_mode),
-                path: path.clone(),
-                source,
-            })?;
-        if let Some(gid) = config.socket_gid {
-            std::os::unix::fs::chown(&path, None, Some(gid)).map_err(|source| {
-                Error::SocketPermissions {
-                    what: format!("group {gid}"),
-                    path: path.clone(),
-                    source,
-                }
-            })?;
-        }
         tracing::info!(
             socket = %path.display(),
             mode = format!("{:04o}", config.socket_mode),
@@ -462,8 +407,10 @@ impl BoundServer {
         } = self;
         let limit = shared.config.max_message_bytes;
         let grace = shared.config.shutdown_grace;
+        // Access control happens here, once, for every service (see `access`).
         let mut router = tonic::transport::Server::builder()
             .max_frame_size(u32::try_from(crate::authority::MAX_FRAME_SIZE).ok())
+            .layer(crate::access::AccessLayer::new(Arc::clone(&shared)))
             .add_service(
                 proto::istio::key_management_service_server::KeyManagementServiceServer::new(
                     crate::istio_svc::IstioService::new(Arc::clone(&shared)),

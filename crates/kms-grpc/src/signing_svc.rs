@@ -1,6 +1,8 @@
 //! `meshhsm.signing.v1.SigningService`: hsm-key mode, where the CA key pair lives in the HSM.
 //! Certificates are issued only under an issuer certificate that carries the HSM key and
-//! verifies against a CA anchor on the token, and only for CSRs that pass the CSR policy.
+//! verifies against a CA anchor on the token, only for CSRs that pass the CSR policy, and
+//! workload certificates only in the server's trust domain. Who may call what (raw Sign and
+//! intermediates are not the sidecar's) is decided before any of this, by `access.rs`.
 
 use std::sync::Arc;
 
@@ -182,7 +184,7 @@ impl SigningApi for SigningService {
         request: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::GetPublicKeyResponse>, Status> {
         const RPC: Rpc = Rpc::GetPublicKey;
-        let call = self.shared.admit(RPC, &request)?;
+        let call = self.shared.begin(RPC, &request)?;
         let req = request.into_inner();
         let result = async {
             let id = key_id(&call, RPC, req.key_id)?;
@@ -207,7 +209,7 @@ impl SigningApi for SigningService {
         request: Request<pb::SignRequest>,
     ) -> Result<Response<pb::SignResponse>, Status> {
         const RPC: Rpc = Rpc::Sign;
-        let call = self.shared.admit(RPC, &request)?;
+        let call = self.shared.begin(RPC, &request)?;
         let req = request.into_inner();
         let result = async {
             let id = key_id(&call, RPC, req.key_id)?;
@@ -238,7 +240,7 @@ impl SigningApi for SigningService {
         request: Request<pb::CreateCsrRequest>,
     ) -> Result<Response<pb::CreateCsrResponse>, Status> {
         const RPC: Rpc = Rpc::CreateCsr;
-        let call = self.shared.admit(RPC, &request)?;
+        let call = self.shared.begin(RPC, &request)?;
         let req = request.into_inner();
         let result = async {
             let id = key_id(&call, RPC, req.key_id)?;
@@ -272,9 +274,21 @@ impl SigningApi for SigningService {
         request: Request<pb::IssueCertificateRequest>,
     ) -> Result<Response<pb::IssueCertificateResponse>, Status> {
         const RPC: Rpc = Rpc::IssueCertificate;
-        let call = self.shared.admit(RPC, &request)?;
+        let call = self.shared.begin(RPC, &request)?;
         let req = request.into_inner();
         let result = async {
+            // The trust domain is the server's, never the caller's choice.
+            let trust_domain = call.config().trust_domain.clone();
+            if !req.trust_domain.is_empty() && req.trust_domain != trust_domain {
+                return Err(invalid_field(
+                    RPC,
+                    "trust_domain",
+                    format!(
+                        "{:?} is not this plugin's trust domain {trust_domain:?}; leave the field empty or send {trust_domain:?}",
+                        req.trust_domain
+                    ),
+                ));
+            }
             let id = key_id(&call, RPC, req.key_id.clone())?;
             if req.issuer_certificate.is_empty() {
                 return Err(invalid_field(RPC, "issuer_certificate", "it is empty"));
@@ -323,11 +337,11 @@ impl SigningApi for SigningService {
                     ca_signing::sign_istiod_ca(&reviewed, &issuer, &signer, &profile)
                         .map_err(map)?
                 } else {
-                    let policy = CsrPolicy::for_trust_domain(&req.trust_domain).map_err(map)?;
+                    let policy = CsrPolicy::for_trust_domain(&trust_domain).map_err(map)?;
                     let reviewed =
                         ca_signing::review_csr(&req.csr, &policy, purpose).map_err(map)?;
                     let mut profile = WorkloadProfile::new(
-                        &req.trust_domain,
+                        &trust_domain,
                         &req.namespace,
                         &req.service_account,
                     );

@@ -1,5 +1,8 @@
 //! Server behaviour with hsm-core's mocks, over a real Unix socket.
 
+mod access;
+mod socket_dir;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,17 +13,17 @@ use crate::proto::health::HealthCheckRequest;
 use crate::proto::istio;
 use crate::{Backend, Backends, CaKeyMode, KmsClient, KmsServer, ServerConfig};
 
-struct Running {
+pub(crate) struct Running {
     _dir: tempfile::TempDir,
-    client: KmsClient,
-    state: crate::PluginState,
+    pub(crate) client: KmsClient,
+    pub(crate) state: crate::PluginState,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<crate::Result<()>>,
-    path: std::path::PathBuf,
+    pub(crate) path: std::path::PathBuf,
 }
 
 impl Running {
-    async fn stop(mut self) -> crate::Result<()> {
+    pub(crate) async fn stop(mut self) -> crate::Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -28,7 +31,7 @@ impl Running {
     }
 }
 
-async fn start(config: impl FnOnce(&mut ServerConfig), backend: Backend) -> Running {
+pub(crate) async fn start(config: impl FnOnce(&mut ServerConfig), backend: Backend) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kms.sock");
     let mut cfg = ServerConfig::new(&path);
@@ -50,7 +53,7 @@ async fn start(config: impl FnOnce(&mut ServerConfig), backend: Backend) -> Runn
     }
 }
 
-fn backends(istio: MockIstioKms) -> Backend {
+pub(crate) fn backends(istio: MockIstioKms) -> Backend {
     let mut admin = MockHsmAdmin::new();
     admin.expect_health().returning(|| Health::Ready);
     Backend::Ready(Backends {

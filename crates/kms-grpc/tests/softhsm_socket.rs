@@ -309,6 +309,43 @@ async fn hsm_key_sequence_signs_inside_the_hsm_and_refuses_load_skey() {
     assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
     assert!(err.message().contains("evil.example"), "{}", err.message());
 
+    // istiod's sidecar profile gets workload certificates (the access layer reads the
+    // request's purpose and lets it through), in the server's trust domain when the request
+    // leaves it empty.
+    let sidecar = serve(
+        &dir.path().join("sidecar.sock"),
+        backends(&token, None),
+        |cfg| {
+            cfg.profile = Profile::Sidecar;
+            cfg.ca_key_mode = CaKeyMode::HsmKey;
+            cfg.signing_keys = vec![key_id.clone()];
+        },
+    )
+    .await;
+    let from_sidecar = sidecar
+        .client
+        .signing()
+        .issue_certificate(signing::IssueCertificateRequest {
+            trust_domain: String::new(),
+            ..workload_request(&istiod_cert, &workload_csr, "default", "sleep")
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    std::fs::write(
+        dir.path().join("sidecar-leaf.pem"),
+        &from_sidecar.certificate_pem,
+    )
+    .unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(dir.path().join("sidecar-leaf.pem"))
+        .output()
+        .unwrap();
+    let sans = String::from_utf8_lossy(&out.stdout);
+    assert!(sans.contains(&format!("URI:{spiffe}")), "{sans}");
+    sidecar.stop().await;
+
     // An issuer that does not carry the HSM key is refused.
     let err = c
         .signing()

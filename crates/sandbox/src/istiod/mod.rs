@@ -571,6 +571,7 @@ fn serve_plugin(
     server_config.profile = Profile::Sidecar;
     server_config.socket_mode = 0o600;
     server_config.ca_key_mode = config.mode;
+    server_config.trust_domain.clone_from(&config.trust_domain);
     if config.mode == CaKeyMode::HsmKey {
         server_config.signing_keys = vec![config.key_pair_id.clone()];
     }

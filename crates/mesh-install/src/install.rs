@@ -25,8 +25,10 @@ pub const DEFAULT_PROFILE: &str = "asm-multicloud";
 pub const SERVICE_ACCOUNT_TOKEN_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 /// The directory shared by istiod and the plugin sidecar for the Unix socket.
 pub const PLUGIN_SOCKET_DIR: &str = "/var/run/hsm";
-/// The plugin socket inside [`PLUGIN_SOCKET_DIR`].
-pub const PLUGIN_SOCKET: &str = "/var/run/hsm/plugin.sock";
+/// The plugin socket, in a directory of its own inside [`PLUGIN_SOCKET_DIR`]: the shared
+/// `emptyDir` is world-writable, and the plugin refuses to serve in such a directory, so it
+/// creates `plugin/` itself (owned by it, not writable by others) and binds there.
+pub const PLUGIN_SOCKET: &str = "/var/run/hsm/plugin/plugin.sock";
 /// Where `vault-client` writes the HSM credentials for the plugin (a memory volume).
 pub const CREDENTIALS_DIR: &str = "/var/run/secrets/hsm";
 /// Annotation recording which CA-key mode the control plane was installed for.

@@ -66,3 +66,27 @@ async fn a_private_directory_is_served_with_the_socket_mode_and_nothing_left_beh
     assert_eq!(entries, vec![std::ffi::OsString::from("kms.sock")]);
     drop(bound);
 }
+
+#[tokio::test]
+async fn a_missing_directory_under_a_shared_volume_is_made_private_and_served() {
+    // As in the istiod pod: the volume (an emptyDir) is world-writable; the socket goes into a
+    // directory of the plugin's own below it (mesh-install's PLUGIN_SOCKET).
+    let volume = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(volume.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let socket = volume.path().join("plugin").join("plugin.sock");
+    let config = ServerConfig::new(socket.clone());
+    let bound = KmsServer::new(config, backends(MockIstioKms::new()))
+        .bind()
+        .unwrap();
+    let mode = std::fs::metadata(volume.path().join("plugin"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o022,
+        0,
+        "the plugin's directory is writable by others: {mode:o}"
+    );
+    assert!(socket.exists());
+    drop(bound);
+}

@@ -80,7 +80,7 @@ pub use kube::{
     HsmKubeKms, KubeDecryptRequest, KubeEncryptRequest, KubeEncryptResponse, KubeKey,
     KubeKmsConfig, KubeStatus, V1Version,
 };
-pub use module::{DEFAULT_SOFTHSM_MODULE, Module};
+pub use module::{DEFAULT_SOFTHSM_MODULE, Module, slot_list_lock};
 pub use ports::{HsmAdmin, HsmAdminService, IstioKms, KubeKms};
 #[cfg(any(test, feature = "mock"))]
 pub use ports::{MockHsmAdmin, MockIstioKms, MockKubeKms};

@@ -15,6 +15,22 @@ pub const DEFAULT_SOFTHSM_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 /// per process; every [`Module::load`] of the same file shares the one context.
 static LOADED: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
 
+/// Held while this process lists slots or changes which tokens exist; see [`slot_list_lock`].
+static SLOT_LIST: Mutex<()> = Mutex::new(());
+
+/// The process-wide lock around slot listing and token creation or removal.
+///
+/// SoftHSM2 rescans its token directory on every `C_GetSlotList` and aborts the process
+/// (`SlotManager::insertToken: Assertion result.second failed`) when two threads rescan at once
+/// or a token appears mid-scan. Every slot listing here takes this lock; code that initialises or
+/// deletes tokens in the same process (test fixtures) must take it too.
+pub fn slot_list_lock() -> std::sync::MutexGuard<'static, ()> {
+    // Poisoning only means a panic while listing; the guarded state is the module's.
+    SLOT_LIST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A loaded and initialised PKCS#11 module. Cheap to clone; shared by every user in the process.
 #[derive(Clone, Debug)]
 pub struct Module {
@@ -89,6 +105,7 @@ impl Module {
     /// # Errors
     /// [`Error::Pkcs11`] when the module cannot list slots or describe a token.
     pub fn tokens(&self) -> Result<Vec<TokenInfo>> {
+        let _listing = slot_list_lock();
         let slots = self
             .ctx
             .get_slots_with_token()

@@ -1,15 +1,11 @@
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use cryptoki::session::UserType;
 use hsm_core::{Module, TokenInfo, TokenLabel};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::{Error, Result, tools};
-
-/// Serialises "find the free slot, initialise it" within this process: SoftHSM2 offers one
-/// free slot at a time, and two threads must not both claim it.
-static INIT_LOCK: Mutex<()> = Mutex::new(());
 
 /// The process's SoftHSM2 environment, set up once.
 struct Environment {
@@ -141,9 +137,9 @@ impl SoftHsmBuilder {
 
         let ctx = env.module.pkcs11();
         {
-            let _guard = INIT_LOCK
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // "Find the free slot, initialise it" must not interleave with another thread doing
+            // the same (SoftHSM2 offers one free slot at a time) nor with any slot listing.
+            let _guard = hsm_core::slot_list_lock();
             let free = ctx
                 .get_slots_with_token()
                 .map_err(pkcs11("listing slots"))?
@@ -265,6 +261,8 @@ impl SoftHsm {
 
 impl Drop for SoftHsm {
     fn drop(&mut self) {
+        // No slot listing may rescan the token directory while a token leaves it.
+        let _guard = hsm_core::slot_list_lock();
         if let Some(path) = self.token_path.take()
             && let Err(err) = std::fs::remove_dir_all(&path)
         {

@@ -411,6 +411,9 @@ struct Server {
 
 fn start_server(rt: &Runtime, socket: &Path, keys: &Keys) -> anyhow::Result<Server> {
     let mut config = ServerConfig::new(socket);
+    // The raw Sign RPC measured here is refused to the sidecar profile; the admin profile
+    // serves the same code path behind the same access layer.
+    config.profile = kms_grpc::Profile::Admin;
     config.ca_key_mode = CaKeyMode::HsmKey;
     config.signing_keys = vec![keys.signing_key.clone()];
     let backends = Backends {

@@ -83,6 +83,26 @@ fn first_weakness(p: &Protection) -> Option<(&'static str, String, &'static str)
     None
 }
 
+/// Builds the refusal of the existing `what` `id` on `token`, for one attribute.
+fn refusal(
+    what: &'static str,
+    id: String,
+    token: &HsmToken,
+) -> impl Fn(&'static str, String, &'static str, &'static str) -> Error {
+    let token = token.label().to_string();
+    move |attribute, found, required, fix| {
+        Error::WeakObject(Box::new(WeakKey {
+            what,
+            id: id.clone(),
+            token: token.clone(),
+            attribute,
+            found,
+            required,
+            fix,
+        }))
+    }
+}
+
 /// Refuses an existing KEK (or Kubernetes KMS key) that is not an AES-256 key kept in the HSM.
 pub(crate) fn check_secret_key(
     token: &HsmToken,
@@ -91,17 +111,7 @@ pub(crate) fn check_secret_key(
     id: &KekId,
 ) -> Result<()> {
     let p = read(session, handle, true)?;
-    let weak = |attribute, found, required, fix| {
-        Error::WeakObject(Box::new(WeakKey {
-            what: "KEK",
-            id: id.to_text(),
-            token: token.label().to_string(),
-            attribute,
-            found,
-            required,
-            fix,
-        }))
-    };
+    let weak = refusal("KEK", id.to_text(), token);
     if p.key_type != Some(KeyType::AES) {
         return Err(weak("CKA_KEY_TYPE", shown(p.key_type), "AES", WRONG_TYPE));
     }
@@ -128,17 +138,7 @@ pub(crate) fn check_private_key(
     key_type: KeyType,
 ) -> Result<()> {
     let p = read(session, handle, false)?;
-    let weak = |attribute, found, required, fix| {
-        Error::WeakObject(Box::new(WeakKey {
-            what: "private key of key pair",
-            id: id.to_text(),
-            token: token.label().to_string(),
-            attribute,
-            found,
-            required,
-            fix,
-        }))
-    };
+    let weak = refusal("private key of key pair", id.to_text(), token);
     if p.key_type != Some(key_type) {
         let required = if key_type == KeyType::EC { "EC" } else { "RSA" };
         return Err(weak(

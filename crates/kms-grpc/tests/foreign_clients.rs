@@ -6,7 +6,7 @@
 //!
 //! Python comes from `<workspace>/.tools/venv` (`cargo xtask setup` installs grpcio and
 //! grpcio-tools there); the Go client is built from `go/testclients` into
-//! `$HOME/.cache/mesh-hsm/go-bin`. A missing tool fails the test with the command to fix it.
+//! `go-bin/` of the Go components' cache (`$MESH_HSM_CACHE`, default `~/.cache/mesh-hsm`). A missing tool fails the test with the command to fix it.
 
 #![allow(clippy::unwrap_used, reason = "test helpers fail the test on error")]
 
@@ -177,8 +177,8 @@ async fn python_grpcio_with_its_default_authority_runs_the_istio_sequence() {
 /// sends the socket target as `:authority`).
 fn go_client(modfile: &str) -> PathBuf {
     let module = workspace().join("go/testclients");
-    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
-    let bin_dir = home.join(".cache/mesh-hsm/go-bin");
+    // The same cache as the Go components `cargo xtask setup` builds.
+    let bin_dir = go_components::cache_root().join("go-bin");
     std::fs::create_dir_all(&bin_dir).unwrap();
     let bin = bin_dir.join(format!(
         "kms-testclient-{}",
